@@ -1,0 +1,83 @@
+/** Thin typed layer over `@xmpp/xml` (ltx) which ships no type declarations. */
+import { Element as LtxElement, xml as ltxXml } from "@xmpp/xml";
+import ltxParse from "@xmpp/xml/lib/parse.js";
+import { badRequest } from "./errors.ts";
+
+/** The subset of the ltx `Element` API the codecs rely on. */
+export interface Element {
+  name: string;
+  attrs: Record<string, string | undefined>;
+  children: (Element | string)[];
+  parent: Element | null;
+  getName(): string;
+  getNS(): string | undefined;
+  is(name: string, xmlns?: string): boolean;
+  getChild(name: string, xmlns?: string): Element | undefined;
+  getChildren(name: string, xmlns?: string): Element[];
+  getChildElements(): Element[];
+  getText(): string;
+  getChildText(name: string, xmlns?: string): string | null;
+  append(...nodes: (Element | string)[]): Element;
+  clone(): Element;
+  toString(): string;
+}
+
+/** Attribute map accepted by {@link el}; `undefined` values are dropped. */
+export type Attrs = Record<string, string | number | undefined>;
+
+/** Build an element; undefined attributes and undefined/false children are skipped. */
+export function el(name: string, attrs: Attrs = {}, ...children: (Element | string | undefined | false)[]): Element {
+  const clean: Record<string, string> = {};
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v !== undefined) clean[k] = String(v);
+  }
+  const kids = children.filter((c): c is Element | string => c !== undefined && c !== false);
+  return ltxXml(name, clean, ...kids) as Element;
+}
+
+/** Runtime check that a value is an ltx Element. */
+export function isElement(x: unknown): x is Element {
+  return x instanceof (LtxElement as unknown as new (...a: unknown[]) => object);
+}
+
+/** Parse an XML string into an Element (throws JingleProtocolError on invalid XML). */
+export function parseXml(text: string): Element {
+  try {
+    const r = ltxParse(text) as Element | null;
+    if (!r) badRequest("empty XML document");
+    return r;
+  } catch (e) {
+    if (e instanceof Error && e.name === "JingleProtocolError") throw e;
+    return badRequest(`invalid XML: ${e instanceof Error ? e.message : String(e)}`);
+  }
+}
+
+/** Child elements of `parent` named `name` whose namespace (possibly inherited) equals `ns`. */
+export function childrenNS(parent: Element, name: string, ns: string): Element[] {
+  return parent.getChildElements().filter((c) => c.name === name && c.getNS() === ns);
+}
+
+/** First child named `name` in namespace `ns`. */
+export function childNS(parent: Element, name: string, ns: string): Element | undefined {
+  return childrenNS(parent, name, ns)[0];
+}
+
+/** Required attribute; throws bad-request if missing/empty. */
+export function reqAttr(e: Element, name: string): string {
+  const v = e.attrs[name];
+  if (v === undefined || v === "") badRequest(`<${e.name}/> lacks required attribute '${name}'`);
+  return v;
+}
+
+/** Parse a non-negative integer attribute (optional). */
+export function intAttr(e: Element, name: string, required: true): number;
+export function intAttr(e: Element, name: string, required?: false): number | undefined;
+export function intAttr(e: Element, name: string, required = false): number | undefined {
+  const v = e.attrs[name];
+  if (v === undefined || v === "") {
+    if (required) badRequest(`<${e.name}/> lacks required attribute '${name}'`);
+    return undefined;
+  }
+  if (!/^\d+$/.test(v)) badRequest(`<${e.name}/> attribute '${name}' is not a non-negative integer: ${v}`);
+  return Number(v);
+}
