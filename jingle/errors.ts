@@ -21,7 +21,11 @@ export class JingleProtocolError extends Error {
   /** Optional XEP-0166 specific condition. */
   readonly jingleCondition?: JingleErrorCondition;
 
-  constructor(message: string, condition: StanzaErrorCondition = "bad-request", jingleCondition?: JingleErrorCondition) {
+  constructor(
+    message: string,
+    condition: StanzaErrorCondition = "bad-request",
+    jingleCondition?: JingleErrorCondition,
+  ) {
     super(message);
     this.name = "JingleProtocolError";
     this.condition = condition;

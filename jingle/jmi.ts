@@ -58,7 +58,10 @@ export function parseJmiElement(e: Element): JmiAction {
       const media: JmiMedia[] = [];
       for (const d of descs) {
         if (d.getNS() !== NS_RTP) {
-          throw new JingleProtocolError(`propose with non-RTP description ${d.getNS()}`, "feature-not-implemented");
+          throw new JingleProtocolError(
+            `propose with non-RTP description ${d.getNS()}`,
+            "feature-not-implemented",
+          );
         }
         const m = d.attrs.media;
         if (m !== "audio" && m !== "video") {
@@ -86,16 +89,18 @@ export function parseJmiElement(e: Element): JmiAction {
     case "reject":
     case "retract": {
       const r = childNS(e, "reason", NS_JINGLE);
-      const out: JmiAction = { action: e.name, id };
+      const out: Extract<JmiAction, { action: "reject" | "retract" }> = { action: e.name, id };
       if (r) out.reason = parseReason(r);
       // XEP-0353: <tie-break/> is a sibling of <reason/>; tolerate it inside <reason/> too.
-      if (e.getChild("tie-break") || out.reason?.extra?.some((x) => x.name === "tie-break")) out.tieBreak = true;
+      if (e.getChild("tie-break") || out.reason?.extra?.some((x) => x.name === "tie-break")) {
+        out.tieBreak = true;
+      }
       return out;
     }
     case "finish": {
       const r = childNS(e, "reason", NS_JINGLE);
       const mig = e.getChild("migrated");
-      const out: JmiAction = { action: "finish", id };
+      const out: Extract<JmiAction, { action: "finish" }> = { action: "finish", id };
       if (r) out.reason = parseReason(r);
       if (mig) {
         if (!mig.attrs.to) badRequest("finish <migrated/> without 'to'");

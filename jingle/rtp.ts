@@ -82,7 +82,10 @@ export function emptyRtpDescription(media: string): RtpDescription {
 }
 
 function parseParameters(e: Element, ns: string): RtpParameter[] {
-  return childrenNS(e, "parameter", ns).map((p) => ({ name: p.attrs.name ?? "", value: p.attrs.value ?? "" }));
+  return childrenNS(e, "parameter", ns).map((p) => ({
+    name: p.attrs.name ?? "",
+    value: p.attrs.value ?? "",
+  }));
 }
 
 function parseFb(e: Element): { fb: RtcpFeedback[]; trrInt?: number } {
@@ -96,7 +99,9 @@ function parseFb(e: Element): { fb: RtcpFeedback[]; trrInt?: number } {
 }
 
 function ssrcOf(s: string | undefined, what: string): number {
-  if (s === undefined || !/^\d+$/.test(s) || Number(s) > 0xffffffff) badRequest(`${what}: invalid ssrc '${s}'`);
+  if (s === undefined || !/^\d+$/.test(s) || Number(s) > 0xffffffff) {
+    badRequest(`${what}: invalid ssrc '${s}'`);
+  }
   return Number(s);
 }
 
@@ -143,7 +148,9 @@ export function parseRtpDescription(e: Element): RtpDescription {
   for (const g of childrenNS(e, "ssrc-group", NS_SSMA)) {
     d.ssrcGroups.push({
       semantics: reqAttr(g, "semantics"),
-      ssrcs: g.getChildElements().filter((c) => c.name === "source").map((c) => ssrcOf(c.attrs.ssrc, "ssrc-group")),
+      ssrcs: g.getChildElements().filter((c) => c.name === "source").map((c) =>
+        ssrcOf(c.attrs.ssrc, "ssrc-group")
+      ),
     });
   }
   d.rtcpMux = childNS(e, "rtcp-mux", NS_RTP) !== undefined;
@@ -182,7 +189,13 @@ export function serializeRtpDescription(d: RtpDescription): Element {
   }
   if (d.extmapAllowMixed) e.append(el("extmap-allow-mixed", { xmlns: NS_RTP_HDREXT }));
   for (const g of d.ssrcGroups) {
-    e.append(el("ssrc-group", { xmlns: NS_SSMA, semantics: g.semantics }, ...g.ssrcs.map((s) => el("source", { ssrc: s }))));
+    e.append(
+      el(
+        "ssrc-group",
+        { xmlns: NS_SSMA, semantics: g.semantics },
+        ...g.ssrcs.map((s) => el("source", { ssrc: s })),
+      ),
+    );
   }
   for (const s of d.sources) {
     e.append(el(

@@ -18,7 +18,6 @@ export interface Element {
   getText(): string;
   getChildText(name: string, xmlns?: string): string | null;
   append(...nodes: (Element | string)[]): Element;
-  clone(): Element;
   toString(): string;
 }
 
@@ -26,7 +25,11 @@ export interface Element {
 export type Attrs = Record<string, string | number | undefined>;
 
 /** Build an element; undefined attributes and undefined/false children are skipped. */
-export function el(name: string, attrs: Attrs = {}, ...children: (Element | string | undefined | false)[]): Element {
+export function el(
+  name: string,
+  attrs: Attrs = {},
+  ...children: (Element | string | undefined | false)[]
+): Element {
   const clean: Record<string, string> = {};
   for (const [k, v] of Object.entries(attrs)) {
     if (v !== undefined) clean[k] = String(v);
@@ -80,4 +83,17 @@ export function intAttr(e: Element, name: string, required = false): number | un
   }
   if (!/^\d+$/.test(v)) badRequest(`<${e.name}/> attribute '${name}' is not a non-negative integer: ${v}`);
   return Number(v);
+}
+
+function copyTree(e: Element): Element {
+  const kids = e.children.map((c) => typeof c === "string" ? c : copyTree(c));
+  return ltxXml(e.name, { ...e.attrs }, ...kids) as Element;
+}
+
+/** Deep copy of an element, detached from its parent; an inherited namespace is made explicit on the copy. */
+export function cloneElement(e: Element): Element {
+  const c = copyTree(e);
+  const ns = e.getNS();
+  if (c.attrs.xmlns === undefined && ns !== undefined && !e.name.includes(":")) c.attrs.xmlns = ns;
+  return c;
 }

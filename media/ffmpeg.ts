@@ -26,7 +26,11 @@ export class FfmpegNotFoundError extends Error {
 
 async function probe(path: string): Promise<string | Error> {
   try {
-    const out = await new Deno.Command(path, { args: ["-hide_banner", "-version"], stdout: "piped", stderr: "null" })
+    const out = await new Deno.Command(path, {
+      args: ["-hide_banner", "-version"],
+      stdout: "piped",
+      stderr: "null",
+    })
       .output();
     if (!out.success) return new Error(`exited with ${out.code}`);
     return new TextDecoder().decode(out.stdout).split("\n")[0] ?? "";

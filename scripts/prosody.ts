@@ -251,7 +251,15 @@ Component ${luaString(proxyJid)} "proxy65"
   const prosodyArgs = ["--config", configPath, "-F"];
   const command = ids
     ? new Deno.Command("setpriv", {
-      args: ["--reuid", String(ids.uid), "--regid", String(ids.gid), "--init-groups", "prosody", ...prosodyArgs],
+      args: [
+        "--reuid",
+        String(ids.uid),
+        "--regid",
+        String(ids.gid),
+        "--init-groups",
+        "prosody",
+        ...prosodyArgs,
+      ],
       stdout: "null",
       stderr: "null",
       stdin: "null",

@@ -21,7 +21,10 @@ Deno.test("resolveFfmpeg() falls back to PATH when FFMPEG_PATH is broken", async
 });
 
 Deno.test("resolveFfmpeg() names everything it tried when there is no ffmpeg", async () => {
-  const err = await resolveFfmpeg({ fresh: true, env: envOf({ FFMPEG_PATH: "/nonexistent/ffmpeg", PATH: "/nonexistent" }) })
+  const err = await resolveFfmpeg({
+    fresh: true,
+    env: envOf({ FFMPEG_PATH: "/nonexistent/ffmpeg", PATH: "/nonexistent" }),
+  })
     .then(() => null, (e) => e);
   assert.ok(err instanceof FfmpegNotFoundError);
   assert.match(err.message, /FFMPEG_PATH=\/nonexistent\/ffmpeg/);
