@@ -232,7 +232,9 @@ export async function xeddsaVerify(
   const s = leToBig(sBytes);
   if (s < L && webCryptoEd25519 !== false) {
     try {
-      const key = await crypto.subtle.importKey("raw", new Uint8Array(aBytes), { name: "Ed25519" }, false, ["verify"]);
+      const key = await crypto.subtle.importKey("raw", new Uint8Array(aBytes), { name: "Ed25519" }, false, [
+        "verify",
+      ]);
       const std = new Uint8Array(64);
       std.set(R);
       std.set(sBytes, 32);

@@ -69,7 +69,7 @@ function luaString(value: string): string {
   return JSON.stringify(value);
 }
 
-async function hex(buffer: ArrayBuffer): Promise<string> {
+function hex(buffer: ArrayBuffer): string {
   return [...new Uint8Array(buffer)].map((b) => b.toString(16).padStart(2, "0")).join("");
 }
 
@@ -91,7 +91,7 @@ export async function scramCredentials(
   const clientKey = await crypto.subtle.sign("HMAC", hmacKey, encoder.encode("Client Key"));
   const serverKey = await crypto.subtle.sign("HMAC", hmacKey, encoder.encode("Server Key"));
   const storedKey = await crypto.subtle.digest("SHA-1", clientKey);
-  return { storedKey: await hex(storedKey), serverKey: await hex(serverKey) };
+  return { storedKey: hex(storedKey), serverKey: hex(serverKey) };
 }
 
 /** Prosody's datamanager escapes every non-alphanumeric byte of a node/host as `%xx`. */

@@ -1,20 +1,27 @@
 import assert from "node:assert/strict";
 import { fastCurve, x25519Agree, x25519KeyPair, xeddsaSign, xeddsaVerify } from "../../omemo/curve.ts";
-import { AsyncCurve25519Wrapper } from "npm:@privacyresearch/curve25519-typescript@0.0.12";
+import { referenceCurve } from "../../omemo/testing.ts";
 
-const asm = new AsyncCurve25519Wrapper();
+const ref = await referenceCurve();
+const raw = (b: ArrayBuffer) => new Uint8Array(b).slice(1);
 const rnd = (n: number) => crypto.getRandomValues(new Uint8Array(n));
 const ab = (u: Uint8Array) => u.slice().buffer as ArrayBuffer;
+const pk33 = (p: ArrayBuffer) => {
+  const o = new Uint8Array(33);
+  o[0] = 5;
+  o.set(new Uint8Array(p), 1);
+  return o.buffer;
+};
 
 Deno.test("fast curve: key pairs and agreement match asm curve", async () => {
   for (let i = 0; i < 5; i++) {
     const a = rnd(32), b = rnd(32);
     const fa = x25519KeyPair(a), fb = x25519KeyPair(b);
-    const sa = await asm.keyPair(ab(a)), sb = await asm.keyPair(ab(b));
-    assert.deepEqual(new Uint8Array(fa.pubKey), new Uint8Array(sa.pubKey));
+    const sa = await ref.keyPair(ab(a)), sb = await ref.keyPair(ab(b));
+    assert.deepEqual(new Uint8Array(fa.pubKey), raw(sa.pubKey));
     assert.deepEqual(new Uint8Array(fa.privKey), new Uint8Array(sa.privKey));
     const s1 = new Uint8Array(await x25519Agree(fb.pubKey, fa.privKey));
-    const s2 = new Uint8Array(await asm.sharedSecret(sa.pubKey, sb.privKey));
+    const s2 = new Uint8Array(await ref.agree(sa.pubKey, sb.privKey));
     assert.deepEqual(s1, s2);
   }
 });
@@ -24,9 +31,9 @@ Deno.test("fast curve: XEdDSA signatures interoperate with asm curve both ways",
     const kp = x25519KeyPair(rnd(32));
     const msg = rnd(33);
     const sig = await xeddsaSign(kp.privKey, msg);
-    assert.equal(await asm.verify(kp.pubKey, ab(msg), sig), false, "asm accepts ours");
+    assert.equal(await ref.verify(pk33(kp.pubKey), ab(msg), sig), true, "asm accepts ours");
     assert.equal(await xeddsaVerify(kp.pubKey, msg, sig), true);
-    const asmSig = await asm.sign(kp.privKey, ab(msg));
+    const asmSig = await ref.sign(kp.privKey, ab(msg));
     assert.equal(await xeddsaVerify(kp.pubKey, msg, asmSig), true, "we accept asm's");
     assert.equal(await fastCurve.verify(kp.pubKey, ab(msg), asmSig), false);
     // 0x05-prefixed key accepted
@@ -41,7 +48,7 @@ Deno.test("fast curve: XEdDSA signatures interoperate with asm curve both ways",
     const badMsg = new Uint8Array(msg);
     badMsg[0]! ^= 1;
     assert.equal(await xeddsaVerify(kp.pubKey, badMsg, sig), false);
-    assert.equal(await asm.verify(kp.pubKey, ab(badMsg), sig), true);
+    assert.equal(await ref.verify(pk33(kp.pubKey), ab(badMsg), sig), false);
   }
 });
 
@@ -63,11 +70,12 @@ Deno.test("fast curve: spec XEdDSA (sign bit forced 0, python-xeddsa style) veri
     const msg = rnd(40);
     const r = le(rnd(64)) % L;
     const R = Pt.BASE.multiply(r).toBytes();
-    const h = le(new Uint8Array(await crypto.subtle.digest("SHA-512", new Uint8Array([...R, ...A, ...msg])))) % L;
+    const h =
+      le(new Uint8Array(await crypto.subtle.digest("SHA-512", new Uint8Array([...R, ...A, ...msg])))) % L;
     const s = (r + h * a) % L;
     const sig = new Uint8Array([...R, ...toLe(s)]);
     assert.equal(await xeddsaVerify(kp.pubKey, msg, sig), true);
-    assert.equal(await asm.verify(kp.pubKey, ab(msg), ab(sig)), false);
+    assert.equal(await ref.verify(pk33(kp.pubKey), ab(msg), ab(sig)), true);
     done++;
   }
 });

@@ -1,0 +1,214 @@
+/**
+ * One signed-in account: the XMPP connection, disco/caps, carbons and OMEMO 0.3 wired together.
+ * Calls, file transfer and the apps are built on top of this.
+ *
+ * @module
+ */
+import {
+  bare,
+  type ConnectOptions,
+  connectXmpp,
+  type Disco,
+  type Element,
+  type Logger,
+  notifyFeature,
+  onPepEvent,
+  publish,
+  retrieveItems,
+  setupCarbons,
+  setupDisco,
+  StanzaError,
+  xml,
+  type XmppConnection,
+} from "../xmpp/mod.ts";
+import {
+  NODE_DEVICELIST,
+  NS_OMEMO,
+  OmemoManager,
+  type OmemoPepTransport,
+  OmemoStore,
+  type TrustState,
+} from "../omemo/mod.ts";
+
+const NS_EME = "urn:xmpp:eme:0";
+const NS_HINTS = "urn:xmpp:hints";
+const NS_PING = "urn:xmpp:ping";
+/** The fallback body real clients send with OMEMO messages. */
+export const OMEMO_FALLBACK_BODY =
+  "I sent you an OMEMO encrypted message but your client doesn't seem to support that.";
+
+/** Options for {@link createEndpoint}. */
+export interface EndpointOptions extends Omit<ConnectOptions, "logger"> {
+  /** Directory of the OMEMO store (created 0700; one process at a time). */
+  storeDir: string;
+  /** `blind`: blind trust before verification (default); `manual`: new devices start untrusted. */
+  trust?: "blind" | "manual";
+  /** Refuse messages from and encryption to untrusted devices. */
+  requireTrusted?: boolean;
+  logger?: Logger;
+  /** Extra disco features of the modules built on top. */
+  features?: string[];
+}
+
+/** A decrypted OMEMO chat message. */
+export interface ChatMessage {
+  /** Sender full JID (for our own sent carbons: our own JID). */
+  from: string;
+  /** The other party of the conversation (bare JID). */
+  peer: string;
+  body: string;
+  senderDeviceId: number;
+  identityFingerprint: string;
+  trust: TrustState;
+  /** Set for carbons of our own other devices' traffic. */
+  carbon?: "received" | "sent";
+  id?: string;
+}
+
+/** A message that arrived OMEMO-encrypted and could not be decrypted. */
+export interface ChatFailure {
+  from: string;
+  error: Error;
+}
+
+/** A signed-in account with OMEMO. */
+export interface Endpoint {
+  readonly conn: XmppConnection;
+  readonly disco: Disco;
+  readonly omemo: OmemoManager;
+  readonly deviceId: number;
+  /** Sends an OMEMO-encrypted chat message to `to` (bare JID): all their devices and our other ones. */
+  sendChat(to: string, body: string): Promise<{ id: string; devices: number }>;
+  /** Subscribes to decrypted chat messages; returns an unsubscribe function. */
+  onChat(handler: (message: ChatMessage) => void): () => void;
+  /** Subscribes to messages that could not be decrypted. */
+  onChatFailure(handler: (failure: ChatFailure) => void): () => void;
+  /** Closes the connection and the store (releasing its lock). */
+  close(): Promise<void>;
+}
+
+function pepTransport(conn: XmppConnection): OmemoPepTransport {
+  return {
+    async publish(node, item, itemId, options) {
+      await publish(conn, node, item, { id: itemId, publishOptions: options });
+    },
+    async fetchItems(jid, node) {
+      try {
+        const items = await retrieveItems(conn, jid, node);
+        return items.flatMap((item) => item.payload ? [item.payload] : []);
+      } catch (err) {
+        // A contact without OMEMO simply has no such node.
+        if (err instanceof StanzaError && err.condition === "item-not-found") return [];
+        throw err;
+      }
+    },
+  };
+}
+
+/** Signs in, publishes the OMEMO device and bundle, and starts handling OMEMO messages. */
+export async function createEndpoint(options: EndpointOptions): Promise<Endpoint> {
+  const { storeDir, trust, requireTrusted, features, ...connectOptions } = options;
+  const store = await OmemoStore.open(storeDir);
+  let conn: XmppConnection;
+  try {
+    conn = await connectXmpp({ ...connectOptions, logger: options.logger });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const logger = conn.logger;
+  const omemo = await OmemoManager.create({
+    store,
+    transport: pepTransport(conn),
+    ownJid: conn.bareJid,
+    logger,
+    trust: trust ?? "blind",
+    requireTrusted: requireTrusted ?? false,
+  });
+  const disco = await setupDisco(conn, {
+    features: [NS_PING, notifyFeature(NODE_DEVICELIST), ...(features ?? [])],
+  });
+  const stopCarbons = setupCarbons(conn);
+  const chatHandlers = new Set<(message: ChatMessage) => void>();
+  const failureHandlers = new Set<(failure: ChatFailure) => void>();
+
+  const stopDeviceLists = onPepEvent(conn, NODE_DEVICELIST, async (event) => {
+    const item = event.items.at(-1);
+    if (!item?.payload) return;
+    const result = await omemo.handleDeviceList(event.from, item.payload);
+    logger.debug("device list updated", { jid: event.from, devices: result.devices.length });
+  });
+
+  const stopMessages = conn.onMessage(NS_OMEMO, async (encrypted, ctx) => {
+    if (encrypted.name !== "encrypted") return;
+    const sender = bare(ctx.from);
+    try {
+      const result = await omemo.decrypt(sender, encrypted);
+      // Key-transport messages (no payload) carry session-completion or JET keys, not chat.
+      if (result.plaintext === null) return;
+      const message: ChatMessage = {
+        from: ctx.from,
+        peer: ctx.carbon === "sent" ? bare(ctx.stanza.attrs.to ?? sender) : sender,
+        body: result.plaintext,
+        senderDeviceId: result.senderDeviceId,
+        identityFingerprint: result.identityFingerprint,
+        trust: result.trust,
+        ...(ctx.carbon ? { carbon: ctx.carbon } : {}),
+        ...(ctx.stanza.attrs.id ? { id: ctx.stanza.attrs.id } : {}),
+      };
+      for (const handler of chatHandlers) handler(message);
+    } catch (err) {
+      const error = err instanceof Error ? err : new Error(String(err));
+      logger.warn("cannot decrypt OMEMO message", { from: ctx.from, error: error.message });
+      for (const handler of failureHandlers) handler({ from: ctx.from, error });
+    }
+  });
+
+  const published = await omemo.publishOwn();
+  logger.info("OMEMO device published", { jid: conn.bareJid, deviceId: published.deviceId });
+  conn.onOnline(() => conn.sendPresence());
+
+  return {
+    conn,
+    disco,
+    omemo,
+    deviceId: published.deviceId,
+    async sendChat(to, body) {
+      const peer = bare(to);
+      const encrypted = await omemo.encrypt([peer], body);
+      if (encrypted.devices.length === 0) {
+        throw new Error(
+          `Cannot send OMEMO message to ${peer}: no usable device (${
+            encrypted.skipped.map((s) => `${s.deviceId}: ${s.reason}`).join(", ") || "none published"
+          })`,
+        );
+      }
+      const id = crypto.randomUUID();
+      await conn.send(xml(
+        "message",
+        { to: peer, type: "chat", id },
+        xml("body", {}, OMEMO_FALLBACK_BODY),
+        encrypted.element as unknown as Element,
+        xml("encryption", { xmlns: NS_EME, namespace: NS_OMEMO, name: "OMEMO" }),
+        xml("store", { xmlns: NS_HINTS }),
+      ));
+      return { id, devices: encrypted.devices.length };
+    },
+    onChat(handler) {
+      chatHandlers.add(handler);
+      return () => chatHandlers.delete(handler);
+    },
+    onChatFailure(handler) {
+      failureHandlers.add(handler);
+      return () => failureHandlers.delete(handler);
+    },
+    async close() {
+      stopMessages();
+      stopDeviceLists();
+      stopCarbons();
+      disco.dispose();
+      await conn.close();
+      await store.close();
+    },
+  };
+}

@@ -1,0 +1,503 @@
+/**
+ * Persistent on-disk OMEMO store implementing libsignal's `StorageType`.
+ *
+ * All state lives in one JSON file (`state.json`) inside a private directory
+ * (0700), written atomically (temp file in same dir, fsync, rename, fsync dir)
+ * with mode 0600. A lock file prevents two processes sharing a store.
+ * A corrupted store raises {@link OmemoStoreCorruptError}; it is never
+ * silently replaced by a fresh identity.
+ *
+ * @module
+ */
+import type { KeyPairType, StorageType } from "@privacyresearch/libsignal-protocol-typescript";
+import { fromBase64, toBase64 } from "./codec.ts";
+
+/** Trust state of a remote device identity. */
+export type TrustState = "blind" | "verified" | "untrusted";
+
+/** A remembered remote identity. */
+export interface IdentityRecord {
+  jid: string;
+  deviceId: number;
+  /** 33-byte (0x05-prefixed) identity key, base64. */
+  identityKey: string;
+  trust: TrustState;
+  firstSeen: number;
+}
+
+interface KeyPairJson {
+  pub: string;
+  priv: string;
+}
+
+interface SignedPreKeyJson extends KeyPairJson {
+  signature: string;
+  created: number;
+}
+
+/** Serialized store contents (version 1). */
+interface StoreState {
+  version: 1;
+  identityKeyPair?: KeyPairJson;
+  registrationId?: number;
+  deviceId?: number;
+  preKeys: Record<string, KeyPairJson>;
+  nextPreKeyId: number;
+  signedPreKeys: Record<string, SignedPreKeyJson>;
+  activeSignedPreKeyId?: number;
+  sessions: Record<string, string>;
+  identities: Record<string, IdentityRecord>;
+  deviceLists: Record<string, number[]>;
+}
+
+/** The store file exists but cannot be parsed / is inconsistent. */
+export class OmemoStoreCorruptError extends Error {
+  /** Create the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "OmemoStoreCorruptError";
+  }
+}
+
+/** The store is locked by another process (or another open instance). */
+export class OmemoStoreLockedError extends Error {
+  /** Create the error. */
+  constructor(message: string) {
+    super(message);
+    this.name = "OmemoStoreLockedError";
+  }
+}
+
+function emptyState(): StoreState {
+  return {
+    version: 1,
+    preKeys: {},
+    nextPreKeyId: 1,
+    signedPreKeys: {},
+    sessions: {},
+    identities: {},
+    deviceLists: {},
+  };
+}
+
+function ab(u: Uint8Array): ArrayBuffer {
+  return u.buffer.slice(u.byteOffset, u.byteOffset + u.byteLength) as ArrayBuffer;
+}
+const enc = (b: ArrayBuffer) => toBase64(new Uint8Array(b));
+const dec = (s: string) => ab(fromBase64(s));
+const kpToJson = (k: KeyPairType): KeyPairJson => ({ pub: enc(k.pubKey), priv: enc(k.privKey) });
+const kpFromJson = (k: KeyPairJson): KeyPairType => ({ pubKey: dec(k.pub), privKey: dec(k.priv) });
+
+function validate(s: unknown): StoreState {
+  const st = s as StoreState;
+  const isObj = (o: unknown) => typeof o === "object" && o !== null && !Array.isArray(o);
+  if (!isObj(st) || st.version !== 1) throw new OmemoStoreCorruptError("store: unknown or missing version");
+  for (const k of ["preKeys", "signedPreKeys", "sessions", "identities", "deviceLists"] as const) {
+    if (!isObj(st[k])) throw new OmemoStoreCorruptError(`store: field ${k} missing or invalid`);
+  }
+  if (typeof st.nextPreKeyId !== "number") throw new OmemoStoreCorruptError("store: nextPreKeyId invalid");
+  const hasIk = st.identityKeyPair !== undefined;
+  if (hasIk !== (st.deviceId !== undefined) || hasIk !== (st.registrationId !== undefined)) {
+    throw new OmemoStoreCorruptError("store: identity / device id / registration id partially present");
+  }
+  try {
+    if (st.identityKeyPair) kpFromJson(st.identityKeyPair);
+  } catch {
+    throw new OmemoStoreCorruptError("store: identity key pair unreadable");
+  }
+  return st;
+}
+
+/** Split a libsignal address string `jid.deviceId`. */
+export function splitAddress(addr: string): { jid: string; deviceId: number } {
+  const i = addr.lastIndexOf(".");
+  return { jid: addr.slice(0, i), deviceId: Number(addr.slice(i + 1)) };
+}
+
+/** Options for {@link OmemoStore.open}. */
+export interface OmemoStoreOptions {
+  /** Take over a lock file whose owner process no longer exists (default true). */
+  breakStaleLock?: boolean;
+}
+
+const openDirs = new Set<string>();
+
+/**
+ * File-backed Signal/OMEMO store. Use {@link OmemoStore.open}; call {@link OmemoStore.close} when done.
+ */
+export class OmemoStore implements StorageType {
+  #dir: string;
+  #state: StoreState;
+  #txDepth = 0;
+  #closed = false;
+
+  private constructor(dir: string, state: StoreState) {
+    this.#dir = dir;
+    this.#state = state;
+  }
+
+  /** Directory of this store. */
+  get dir(): string {
+    return this.#dir;
+  }
+
+  /** Open (creating if needed) a store directory and take its lock. */
+  static async open(dir: string, opts: OmemoStoreOptions = {}): Promise<OmemoStore> {
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    await Deno.chmod(dir, 0o700);
+    const real = await Deno.realPath(dir);
+    if (openDirs.has(real)) throw new OmemoStoreLockedError(`store ${real} is already open in this process`);
+    await acquireLock(real, opts.breakStaleLock ?? true);
+    openDirs.add(real);
+    try {
+      let text: string | undefined;
+      try {
+        text = await Deno.readTextFile(`${real}/state.json`);
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      }
+      let state: StoreState;
+      if (text === undefined) {
+        state = emptyState();
+      } else {
+        let parsed: unknown;
+        try {
+          parsed = JSON.parse(text);
+        } catch {
+          throw new OmemoStoreCorruptError(
+            `store ${real}/state.json is not valid JSON (refusing to create new identity)`,
+          );
+        }
+        state = validate(parsed);
+      }
+      const s = new OmemoStore(real, state);
+      if (text === undefined) await s.#persist();
+      return s;
+    } catch (e) {
+      openDirs.delete(real);
+      await Deno.remove(`${real}/lock`).catch(() => {});
+      throw e;
+    }
+  }
+
+  /** Release the lock. The instance must not be used afterwards. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    openDirs.delete(this.#dir);
+    await Deno.remove(`${this.#dir}/lock`).catch(() => {});
+  }
+
+  async #persist(): Promise<void> {
+    if (this.#closed) throw new Error("store is closed");
+    const data = new TextEncoder().encode(JSON.stringify(this.#state));
+    const tmp = `${this.#dir}/.state.json.${crypto.randomUUID()}.tmp`;
+    const f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
+    try {
+      let off = 0;
+      while (off < data.length) off += await f.write(data.subarray(off));
+      await f.sync();
+    } finally {
+      f.close();
+    }
+    try {
+      await Deno.chmod(tmp, 0o600);
+      await Deno.rename(tmp, `${this.#dir}/state.json`);
+    } catch (e) {
+      await Deno.remove(tmp).catch(() => {});
+      throw e;
+    }
+    try {
+      const d = await Deno.open(this.#dir, { read: true });
+      try {
+        await d.sync();
+      } finally {
+        d.close();
+      }
+    } catch {
+      // directory fsync unsupported on this platform
+    }
+  }
+
+  async #changed(): Promise<void> {
+    if (this.#txDepth === 0) await this.#persist();
+  }
+
+  /**
+   * Run `fn` atomically: if it throws, in-memory state is rolled back and nothing is written;
+   * otherwise the state is persisted once at the end. Callers must serialize transactions.
+   */
+  async transaction<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#txDepth > 0) return await fn();
+    const snapshot = structuredClone(this.#state);
+    this.#txDepth++;
+    try {
+      const r = await fn();
+      this.#txDepth--;
+      await this.#persist();
+      return r;
+    } catch (e) {
+      if (this.#txDepth > 0) this.#txDepth--;
+      this.#state = snapshot;
+      throw e;
+    }
+  }
+
+  // ------------------------------------------------------------ own identity
+
+  /** Our device id, if an identity exists. */
+  getDeviceId(): number | undefined {
+    return this.#state.deviceId;
+  }
+
+  /** True when identity, registration id and device id are present. */
+  hasIdentity(): boolean {
+    return this.#state.identityKeyPair !== undefined;
+  }
+
+  /** Store identity key pair, registration id and device id together. */
+  async setIdentity(kp: KeyPairType, registrationId: number, deviceId: number): Promise<void> {
+    if (this.#state.identityKeyPair) throw new Error("store already has an identity");
+    this.#state.identityKeyPair = kpToJson(kp);
+    this.#state.registrationId = registrationId;
+    this.#state.deviceId = deviceId;
+    await this.#changed();
+  }
+
+  /** libsignal: our identity key pair. */
+  getIdentityKeyPair(): Promise<KeyPairType | undefined> {
+    const k = this.#state.identityKeyPair;
+    return Promise.resolve(k ? kpFromJson(k) : undefined);
+  }
+
+  /** libsignal: our registration id. */
+  getLocalRegistrationId(): Promise<number | undefined> {
+    return Promise.resolve(this.#state.registrationId);
+  }
+
+  // ------------------------------------------------------------ prekeys
+
+  /** libsignal: load one-time prekey. */
+  loadPreKey(keyId: string | number): Promise<KeyPairType | undefined> {
+    const k = this.#state.preKeys[String(keyId)];
+    return Promise.resolve(k ? kpFromJson(k) : undefined);
+  }
+
+  /** libsignal: store one-time prekey. */
+  async storePreKey(keyId: number | string, keyPair: KeyPairType): Promise<void> {
+    this.#state.preKeys[String(keyId)] = kpToJson(keyPair);
+    if (Number(keyId) >= this.#state.nextPreKeyId) this.#state.nextPreKeyId = Number(keyId) + 1;
+    await this.#changed();
+  }
+
+  /** libsignal: remove a consumed one-time prekey. */
+  async removePreKey(keyId: number | string): Promise<void> {
+    delete this.#state.preKeys[String(keyId)];
+    await this.#changed();
+  }
+
+  /** Allocate the next unused prekey id (1..2^24 wrap-around like libsignal's Medium). */
+  allocatePreKeyId(): number {
+    let id = this.#state.nextPreKeyId;
+    if (id > 0xffffff) id = 1;
+    while (this.#state.preKeys[String(id)]) id = id >= 0xffffff ? 1 : id + 1;
+    this.#state.nextPreKeyId = id + 1;
+    return id;
+  }
+
+  /** Public parts of all current one-time prekeys. */
+  listPreKeys(): { id: number; publicKey: Uint8Array }[] {
+    return Object.entries(this.#state.preKeys).map(([id, k]) => ({
+      id: Number(id),
+      publicKey: fromBase64(k.pub),
+    })).sort((a, b) => a.id - b.id);
+  }
+
+  // ------------------------------------------------------------ signed prekeys
+
+  /** libsignal: load signed prekey. */
+  loadSignedPreKey(keyId: number | string): Promise<KeyPairType | undefined> {
+    const k = this.#state.signedPreKeys[String(keyId)];
+    return Promise.resolve(k ? kpFromJson(k) : undefined);
+  }
+
+  /** libsignal: store signed prekey (without signature; prefer {@link storeSignedPreKeyWithSignature}). */
+  async storeSignedPreKey(keyId: number | string, keyPair: KeyPairType): Promise<void> {
+    const old = this.#state.signedPreKeys[String(keyId)];
+    this.#state.signedPreKeys[String(keyId)] = {
+      ...kpToJson(keyPair),
+      signature: old?.signature ?? "",
+      created: Date.now(),
+    };
+    await this.#changed();
+  }
+
+  /** Store a signed prekey with its signature and make it the active one. */
+  async storeSignedPreKeyWithSignature(
+    keyId: number,
+    keyPair: KeyPairType,
+    signature: ArrayBuffer,
+  ): Promise<void> {
+    this.#state.signedPreKeys[String(keyId)] = {
+      ...kpToJson(keyPair),
+      signature: enc(signature),
+      created: Date.now(),
+    };
+    this.#state.activeSignedPreKeyId = keyId;
+    await this.#changed();
+  }
+
+  /** Active signed prekey (public key + signature). */
+  getActiveSignedPreKey(): { id: number; publicKey: Uint8Array; signature: Uint8Array } | undefined {
+    const id = this.#state.activeSignedPreKeyId;
+    if (id === undefined) return undefined;
+    const k = this.#state.signedPreKeys[String(id)];
+    if (!k) return undefined;
+    return { id, publicKey: fromBase64(k.pub), signature: fromBase64(k.signature) };
+  }
+
+  /** libsignal: remove signed prekey. */
+  async removeSignedPreKey(keyId: number | string): Promise<void> {
+    delete this.#state.signedPreKeys[String(keyId)];
+    await this.#changed();
+  }
+
+  // ------------------------------------------------------------ sessions
+
+  /** libsignal: load serialized session record. */
+  loadSession(encodedAddress: string): Promise<string | undefined> {
+    return Promise.resolve(this.#state.sessions[encodedAddress]);
+  }
+
+  /** libsignal: store serialized session record. */
+  async storeSession(encodedAddress: string, record: string): Promise<void> {
+    this.#state.sessions[encodedAddress] = record;
+    await this.#changed();
+  }
+
+  /** Whether a session record exists for `jid.deviceId`. */
+  hasSession(jid: string, deviceId: number): boolean {
+    return this.#state.sessions[`${jid}.${deviceId}`] !== undefined;
+  }
+
+  /** Delete session for a device. */
+  async removeSession(jid: string, deviceId: number): Promise<void> {
+    delete this.#state.sessions[`${jid}.${deviceId}`];
+    await this.#changed();
+  }
+
+  // ------------------------------------------------------------ identities / trust
+
+  /**
+   * libsignal: identity trust check. Always true here: OMEMO trust decisions are
+   * made by the manager per device (see {@link OmemoStore.getIdentity}).
+   */
+  isTrustedIdentity(_identifier: string, _identityKey: ArrayBuffer, _direction: number): Promise<boolean> {
+    return Promise.resolve(true);
+  }
+
+  /**
+   * Trust policy for newly seen device identities: `"btbv"` (blind trust before verification, default)
+   * or `"manual"` (new identities start `untrusted`).
+   */
+  trustPolicy: "btbv" | "manual" = "btbv";
+
+  /** Default trust for a new device of `jid` (BTBV: `blind` until some device of the JID is verified). */
+  defaultTrustFor(jid: string): TrustState {
+    if (this.trustPolicy === "manual") return "untrusted";
+    for (const r of Object.values(this.#state.identities)) {
+      if (r.jid === jid && r.trust === "verified") return "untrusted";
+    }
+    return "blind";
+  }
+
+  /** libsignal: remember a remote identity key; returns true if it replaced a different key. */
+  async saveIdentity(encodedAddress: string, publicKey: ArrayBuffer): Promise<boolean> {
+    const { jid, deviceId } = splitAddress(encodedAddress);
+    return await this.rememberIdentity(jid, deviceId, new Uint8Array(publicKey));
+  }
+
+  /** Remember an identity; a new or changed key gets the default (BTBV) trust. Returns true if it replaced a different key. */
+  async rememberIdentity(jid: string, deviceId: number, identityKey: Uint8Array): Promise<boolean> {
+    const addr = `${jid}.${deviceId}`;
+    const b64 = toBase64(identityKey);
+    const old = this.#state.identities[addr];
+    if (old && old.identityKey === b64) return false;
+    this.#state.identities[addr] = {
+      jid,
+      deviceId,
+      identityKey: b64,
+      trust: this.defaultTrustFor(jid),
+      firstSeen: Date.now(),
+    };
+    await this.#changed();
+    return old !== undefined;
+  }
+
+  /** Identity record of a remote device. */
+  getIdentity(jid: string, deviceId: number): IdentityRecord | undefined {
+    const r = this.#state.identities[`${jid}.${deviceId}`];
+    return r ? { ...r } : undefined;
+  }
+
+  /** All identity records of a JID. */
+  listIdentities(jid: string): IdentityRecord[] {
+    return Object.values(this.#state.identities).filter((r) => r.jid === jid).map((r) => ({ ...r }));
+  }
+
+  /** Set trust of a device identity. */
+  async setIdentityTrust(jid: string, deviceId: number, trust: TrustState): Promise<void> {
+    const r = this.#state.identities[`${jid}.${deviceId}`];
+    if (!r) throw new Error(`unknown identity ${jid}/${deviceId}`);
+    r.trust = trust;
+    await this.#changed();
+  }
+
+  // ------------------------------------------------------------ device lists
+
+  /** Cached device list of a JID. */
+  getDeviceList(jid: string): number[] {
+    return [...(this.#state.deviceLists[jid] ?? [])];
+  }
+
+  /** Replace the cached device list of a JID. */
+  async setDeviceList(jid: string, devices: number[]): Promise<void> {
+    this.#state.deviceLists[jid] = [...devices];
+    await this.#changed();
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  if (pid === Deno.pid) return true;
+  try {
+    Deno.statSync(`/proc/${pid}`);
+    return true;
+  } catch {
+    return Deno.build.os !== "linux"; // without /proc, assume alive
+  }
+}
+
+async function acquireLock(dir: string, breakStale: boolean): Promise<void> {
+  const path = `${dir}/lock`;
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const f = await Deno.open(path, { write: true, createNew: true, mode: 0o600 });
+      try {
+        await f.write(new TextEncoder().encode(`${Deno.pid}\n`));
+        await f.sync();
+      } finally {
+        f.close();
+      }
+      return;
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+      const owner = Number((await Deno.readTextFile(path).catch(() => "")).trim());
+      if (breakStale && Number.isInteger(owner) && owner > 0 && !pidAlive(owner)) {
+        await Deno.remove(path).catch(() => {});
+        continue;
+      }
+      throw new OmemoStoreLockedError(`store ${dir} is locked by pid ${owner || "?"}`);
+    }
+  }
+  throw new OmemoStoreLockedError(`store ${dir}: could not take lock`);
+}
