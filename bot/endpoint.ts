@@ -65,6 +65,15 @@ export interface ChatMessage {
   id?: string;
 }
 
+/** A received OMEMO key-transport element (no payload): the key material for JET or similar. */
+export interface KeyTransport {
+  from: string;
+  key: Uint8Array;
+  iv: Uint8Array;
+  senderDeviceId: number;
+  trust: TrustState;
+}
+
 /** A message that arrived OMEMO-encrypted and could not be decrypted. */
 export interface ChatFailure {
   from: string;
@@ -81,6 +90,10 @@ export interface Endpoint {
   sendChat(to: string, body: string): Promise<{ id: string; devices: number }>;
   /** Subscribes to decrypted chat messages; returns an unsubscribe function. */
   onChat(handler: (message: ChatMessage) => void): () => void;
+  /** Sends a key-transport element (no payload) to all devices of `to`; returns the key material. */
+  sendKeyTransport(to: string): Promise<{ key: Uint8Array; iv: Uint8Array; devices: number }>;
+  /** Subscribes to received key-transport elements. */
+  onKeyTransport(handler: (transport: KeyTransport) => void): () => void;
   /** Subscribes to messages that could not be decrypted. */
   onChatFailure(handler: (failure: ChatFailure) => void): () => void;
   /** Closes the connection and the store (releasing its lock). */
@@ -131,6 +144,7 @@ export async function createEndpoint(options: EndpointOptions): Promise<Endpoint
   const stopCarbons = setupCarbons(conn);
   const chatHandlers = new Set<(message: ChatMessage) => void>();
   const failureHandlers = new Set<(failure: ChatFailure) => void>();
+  const keyTransportHandlers = new Set<(transport: KeyTransport) => void>();
 
   const stopDeviceLists = onPepEvent(conn, NODE_DEVICELIST, async (event) => {
     const item = event.items.at(-1);
@@ -145,7 +159,18 @@ export async function createEndpoint(options: EndpointOptions): Promise<Endpoint
     try {
       const result = await omemo.decrypt(sender, encrypted);
       // Key-transport messages (no payload) carry session-completion or JET keys, not chat.
-      if (result.plaintext === null) return;
+      if (result.plaintext === null) {
+        if (!result.key) return;
+        const transport: KeyTransport = {
+          from: ctx.from,
+          key: result.key,
+          iv: result.iv,
+          senderDeviceId: result.senderDeviceId,
+          trust: result.trust,
+        };
+        for (const handler of keyTransportHandlers) handler(transport);
+        return;
+      }
       const message: ChatMessage = {
         from: ctx.from,
         peer: ctx.carbon === "sent" ? bare(ctx.stanza.attrs.to ?? sender) : sender,
@@ -168,6 +193,18 @@ export async function createEndpoint(options: EndpointOptions): Promise<Endpoint
   logger.info("OMEMO device published", { jid: conn.bareJid, deviceId: published.deviceId });
   conn.onOnline(() => conn.sendPresence());
 
+  const encryptFor = async (peer: string, body: string | null) => {
+    const encrypted = await omemo.encrypt([peer], body);
+    if (encrypted.devices.length === 0) {
+      throw new Error(
+        `Cannot encrypt for ${peer}: no usable OMEMO device (${
+          encrypted.skipped.map((s) => `${s.deviceId}: ${s.reason}`).join(", ") || "none published"
+        })`,
+      );
+    }
+    return encrypted;
+  };
+
   return {
     conn,
     disco,
@@ -175,14 +212,7 @@ export async function createEndpoint(options: EndpointOptions): Promise<Endpoint
     deviceId: published.deviceId,
     async sendChat(to, body) {
       const peer = bare(to);
-      const encrypted = await omemo.encrypt([peer], body);
-      if (encrypted.devices.length === 0) {
-        throw new Error(
-          `Cannot send OMEMO message to ${peer}: no usable device (${
-            encrypted.skipped.map((s) => `${s.deviceId}: ${s.reason}`).join(", ") || "none published"
-          })`,
-        );
-      }
+      const encrypted = await encryptFor(peer, body);
       const id = crypto.randomUUID();
       await conn.send(xml(
         "message",
@@ -193,6 +223,21 @@ export async function createEndpoint(options: EndpointOptions): Promise<Endpoint
         xml("store", { xmlns: NS_HINTS }),
       ));
       return { id, devices: encrypted.devices.length };
+    },
+    async sendKeyTransport(to) {
+      const peer = bare(to);
+      const encrypted = await encryptFor(peer, null);
+      await conn.send(xml(
+        "message",
+        { to: peer, type: "chat", id: crypto.randomUUID() },
+        encrypted.element as unknown as Element,
+        xml("store", { xmlns: NS_HINTS }),
+      ));
+      return { key: encrypted.key, iv: encrypted.iv, devices: encrypted.devices.length };
+    },
+    onKeyTransport(handler) {
+      keyTransportHandlers.add(handler);
+      return () => keyTransportHandlers.delete(handler);
     },
     onChat(handler) {
       chatHandlers.add(handler);
