@@ -1,0 +1,664 @@
+/**
+ * WebRTC media-plane adapter. The ONLY module that imports werift.
+ *
+ * Seams patched in werift 0.25.2 (installed once, at module load, process-wide):
+ *  1. `Connection.prototype.applyStunTurnServersFromOptions`: werift falls back to
+ *     stun.l.google.com:19302 when no STUN server is configured. After the original runs we
+ *     clear `stunServer` unless one was configured, so no srflx gathering / DNS lookup happens.
+ *  2. `DtlsSocket.prototype.setupExtensions` (called from the DtlsSocket constructor) is used as a
+ *     per-socket construction hook that installs:
+ *     a. an early ClientHello: `RTCDtlsTransport.start()` sleeps 100 ms before `DtlsClient.connect()`.
+ *        We call connect() in a microtask right after construction (the transport has subscribed to
+ *        onConnect/onError by then) and make werift's later call return the same promise. Because
+ *        the remote DTLS server may not exist yet (its ICE side may finish a little later), the
+ *        ClientHello is re-sent after 10/20/40/80/160 ms while nothing has come back.
+ *     b. duplicate HelloVerifyRequest filter: werift's Flight3 throws ("flight === 3") or resets the
+ *        transcript on a retransmitted HVR, killing the handshake; a client ignores HVR after flight 1.
+ *     c. the peer-authentication guard (security-checklist §1.1b): `onConnect.execute` is wrapped;
+ *        before werift may signal "connected" we verify CertificateVerify (we are server) or the
+ *        ServerKeyExchange signature (we are client), the peer Finished, and that the certificate /
+ *        ECDH key werift used are the transcript's (media/dtls_verify.ts). On failure the socket is
+ *        closed and `onError` fires, so RTCDtlsTransport goes to "failed" and never starts SRTP.
+ *  3. `RTCDtlsTransport.prototype.updateSrtpSession`: wraps the SRTP/SRTCP decrypt of the new
+ *     session to count packets dropped for a bad auth tag (werift drops them but counts nothing).
+ *  4. `UdpTransport.prototype.init`: Deno's node:dgram does not keep the order of back-to-back
+ *     `socket.send()` calls (measured: ~50 % inversions for 2000 sends; Node keeps order). werift
+ *     sends each DTLS flight as several datagrams without waiting, so under load the client's
+ *     CertificateVerify overtakes its Certificate and werift's server throws "client certificate
+ *     missing before certificate verify" -> DTLS failed (the 10–40 % failures with 50 concurrent
+ *     setups on Deno). We give every werift UDP socket a FIFO send queue (next send is issued from
+ *     the previous one's completion callback). In addition (2d) a DTLS server holds back a
+ *     CertificateVerify that arrives before the client Certificate (real networks reorder too), and
+ *     (2e) retransmitted ServerKeyExchange/ClientKeyExchange are not re-processed (werift would
+ *     re-derive keys; seen at 100 concurrent setups as "peer Finished verify_data mismatch").
+ */
+import {
+  Connection,
+  DtlsClient,
+  DtlsSocket,
+  RTCCertificate,
+  RTCDtlsTransport,
+  RTCPeerConnection,
+  RtpPacket,
+  SrtpAuthenticationError,
+  UdpTransport,
+} from "werift";
+import { Buffer } from "node:buffer";
+import { fingerprintSha256, type TranscriptMessage, verifyPeerHandshake } from "./dtls_verify.ts";
+
+export { fingerprintSha256 } from "./dtls_verify.ts";
+
+// ---------------------------------------------------------------- public types
+
+export interface IceServerConfig {
+  urls: string | string[];
+  username?: string;
+  credential?: string;
+}
+
+export type MediaKind = "audio" | "video";
+/** Signalling role: the initiator creates the offer, the responder the answer. */
+export type PeerRole = "initiator" | "responder";
+export type TransportState = "new" | "checking" | "connected" | "failed" | "closed";
+
+export interface PeerLogger {
+  (level: "debug" | "info" | "warn" | "error", msg: string, data?: Record<string, unknown>): void;
+}
+
+export interface LocalCandidate {
+  /** "candidate:..." line without "a=" */
+  candidate: string;
+  sdpMid?: string;
+  sdpMLineIndex?: number;
+}
+
+export interface RemoteCandidate {
+  candidate: string;
+  sdpMid?: string;
+  sdpMLineIndex?: number;
+}
+
+/** PEM certificate + private key (werift's `RTCCertificate` inputs). */
+export interface DtlsCertificate {
+  certPem: string;
+  keyPem: string;
+  signature: "ecdsa" | "rsa";
+}
+
+export interface PeerOptions {
+  /** default: none. Nothing is ever sent to a STUN/TURN server that is not listed here. */
+  iceServers?: IceServerConfig[];
+  role: PeerRole;
+  audio: boolean;
+  video: boolean;
+  logger?: PeerLogger;
+  /** own DTLS certificate; default: one ECDSA P-256 cert per process (werift default). */
+  certificate?: DtlsCertificate;
+  /** gather IPv6 host candidates (default true) */
+  ipv6?: boolean;
+}
+
+export interface TrackCounters {
+  packetsSent: number;
+  bytesSent: number;
+  packetsReceived: number;
+  bytesReceived: number;
+}
+
+export interface PeerStats {
+  audio: TrackCounters;
+  video: TrackCounters;
+  /** SRTP/SRTCP packets dropped because the auth tag did not verify */
+  srtpAuthFailures: number;
+}
+
+export interface StateChange {
+  ice: TransportState;
+  dtls: TransportState;
+  /** set when dtls is "failed" (e.g. peer authentication failure) */
+  reason?: string;
+}
+
+export interface RtpEvent {
+  kind: MediaKind;
+  /** serialized (decrypted) RTP packet */
+  packet: Uint8Array;
+}
+
+export interface Peer {
+  readonly role: PeerRole;
+  createOffer(): Promise<string>;
+  createAnswer(): Promise<string>;
+  setRemoteDescription(type: "offer" | "answer", sdp: string): Promise<void>;
+  addRemoteCandidate(c: RemoteCandidate | null): Promise<void>;
+  onLocalCandidate(cb: (c: LocalCandidate | null) => void): () => void;
+  onStateChange(cb: (s: StateChange) => void): () => void;
+  onRtp(cb: (e: RtpEvent) => void): () => void;
+  state(): StateChange;
+  /** resolves when ICE+DTLS are connected and the peer is authenticated; rejects on failure */
+  waitConnected(timeoutMs?: number): Promise<void>;
+  /** sha-256 (uppercase colon hex) of the certificate presented in the DTLS handshake, once verified */
+  remoteCertificateFingerprint(): string | undefined;
+  localFingerprint(): string;
+  /** negotiated DTLS role (client sends the ClientHello), once the handshake started */
+  dtlsRole(): "client" | "server" | undefined;
+  /** send one raw RTP packet; werift rewrites SSRC and payload type to the negotiated ones.
+   * Counters count plaintext RTP bytes. */
+  sendRtp(kind: MediaKind, packet: Uint8Array): Promise<boolean>;
+  stats(): PeerStats;
+  close(): Promise<void>;
+}
+
+// ---------------------------------------------------------------- werift seams (internal types)
+
+interface HandshakeLike {
+  msg_type: number;
+  message_seq: number;
+  fragment: Uint8Array;
+}
+interface DtlsContextLike {
+  flight: number;
+  handshakeCache: Record<string, { data: HandshakeLike[]; flight: number }>;
+}
+interface CipherContextLike {
+  masterSecret?: Uint8Array;
+  remoteCertificate?: Uint8Array;
+  remoteKeyPair?: { publicKey?: Uint8Array };
+}
+interface EventLike {
+  execute: (...args: unknown[]) => void;
+}
+interface DtlsSocketLike {
+  dtls: DtlsContextLike;
+  cipher: CipherContextLike;
+  connected: boolean;
+  onConnect: EventLike;
+  onError: EventLike;
+  onHandleHandshakes: (h: HandshakeLike[]) => Promise<void>;
+  transport: { send: (buf: Uint8Array, addr?: unknown) => unknown; socket: { onData: (d: Uint8Array) => void } };
+  connect?: () => Promise<void>;
+  close(): void;
+  remoteCertificate?: Uint8Array;
+}
+
+interface GuardInfo {
+  verified: boolean;
+  failure?: string;
+}
+const guardInfo = new WeakMap<object, GuardInfo>();
+const srtpFailures = new WeakMap<object, { count: number }>();
+
+/** Tunables for tests/measurements. */
+export const mediaTuning = {
+  /** disable the early ClientHello (restores werift's 100 ms sleep) — for before/after measurement */
+  earlyClientHello: true,
+  /** re-send delays for the early ClientHello while the peer has not answered */
+  clientHelloResendMs: [10, 20, 40, 80, 160],
+};
+
+/** Test hook: when set, the guard only records its verdict but lets the handshake complete. */
+export const guardTesting = { enforce: true };
+
+const fail = (sock: DtlsSocketLike, reason: string) => {
+  guardInfo.set(sock, { verified: false, failure: reason });
+  sock.connected = false;
+  try {
+    sock.onError.execute(new Error(`DTLS peer authentication failed: ${reason}`));
+  } finally {
+    try {
+      sock.close();
+    } catch { /* already closed */ }
+  }
+};
+
+function transcriptOf(sock: DtlsSocketLike, isClient: boolean): TranscriptMessage[] {
+  // Same order werift hashes in: by flight, then message_seq (stable).
+  const entries = Object.values(sock.dtls.handshakeCache).sort((a, b) => a.flight - b.flight);
+  const out: TranscriptMessage[] = [];
+  for (const e of entries) {
+    const msgs = [...e.data].sort((a, b) => a.message_seq - b.message_seq);
+    for (const m of msgs) {
+      const fromPeer = isClient ? e.flight === 4 : (e.flight === 5 || m.msg_type === 1);
+      out.push({ type: m.msg_type, seq: m.message_seq, body: new Uint8Array(m.fragment), fromPeer });
+    }
+  }
+  return out;
+}
+
+function installSocketHooks(sock: DtlsSocketLike) {
+  const isClient = (sock as object) instanceof DtlsClient;
+  let peerFinished: Uint8Array | undefined;
+  let peerAnswered = false;
+
+  // (b)+(capture): wrap the handshake dispatcher the subclass constructor assigns after us.
+  let inner: ((h: HandshakeLike[]) => Promise<void>) | undefined;
+  let stashedCv: HandshakeLike | undefined;
+  const wrapped = (assembled: HandshakeLike[]) => {
+    peerAnswered = true;
+    let list = assembled;
+    if (isClient && sock.dtls.flight >= 3) list = list.filter((h) => h.msg_type !== 3);
+    // (e) retransmitted key exchange messages: werift re-runs their handlers, which regenerates our
+    // ECDH key (client, dup ServerKeyExchange) or re-derives the extended master secret over a
+    // transcript that by then also holds CertificateVerify/Finished (server, dup ClientKeyExchange)
+    // -> corrupted session. A message type already in the transcript of that flight is ignored.
+    const dupType = isClient ? 12 : 16;
+    const dupFlight = isClient ? 4 : 5;
+    if (sock.dtls.handshakeCache[dupFlight]?.data.some((h) => h.msg_type === dupType)) {
+      list = list.filter((h) => h.msg_type !== dupType);
+    }
+    if (!isClient) {
+      // (d) CertificateVerify before Certificate (reordered datagrams): hold it back.
+      const hasCert = list.some((h) => h.msg_type === 11) ||
+        (sock.dtls.handshakeCache[5]?.data.some((h) => h.msg_type === 11) ?? false);
+      if (!hasCert && list.some((h) => h.msg_type === 15)) {
+        stashedCv = list.find((h) => h.msg_type === 15);
+        list = list.filter((h) => h.msg_type !== 15);
+      } else if (hasCert && stashedCv && !list.some((h) => h.msg_type === 15)) {
+        const i = list.findIndex((h) => h.msg_type === 11);
+        list = i >= 0 ? [...list.slice(0, i + 1), stashedCv, ...list.slice(i + 1)] : [stashedCv, ...list];
+        stashedCv = undefined;
+      }
+    }
+    for (const h of list) {
+      if (h.msg_type === 1) peerFinished = undefined; // (re)negotiation restarts
+      if (h.msg_type === 20) peerFinished = new Uint8Array(h.fragment);
+    }
+    return inner ? inner(list) : Promise.resolve();
+  };
+  Object.defineProperty(sock, "onHandleHandshakes", {
+    configurable: true,
+    enumerable: true,
+    get: () => wrapped,
+    set: (v) => {
+      inner = v;
+    },
+  });
+
+  // (c) guard before "connected"
+  const origExecute = sock.onConnect.execute;
+  sock.onConnect.execute = (...args: unknown[]) => {
+    const res = verifyPeerHandshake({
+      role: isClient ? "client" : "server",
+      transcript: transcriptOf(sock, isClient),
+      peerFinished,
+      masterSecret: sock.cipher.masterSecret,
+      remoteCertificate: sock.cipher.remoteCertificate,
+      remoteEcdhPublicKey: sock.cipher.remoteKeyPair?.publicKey,
+    });
+    if (res.ok) {
+      guardInfo.set(sock, { verified: true });
+      origExecute(...args);
+    } else if (!guardTesting.enforce) {
+      guardInfo.set(sock, { verified: false, failure: res.reason });
+      origExecute(...args);
+    } else {
+      fail(sock, `${res.reason} (local DTLS role: ${isClient ? "client" : "server"})`);
+    }
+  };
+
+  // (a) early ClientHello
+  if (isClient && mediaTuning.earlyClientHello) {
+    const origConnect = DtlsClient.prototype.connect;
+    let started: Promise<void> | undefined;
+    sock.connect = () => (started ??= origConnect.call(sock as unknown as InstanceType<typeof DtlsClient>));
+    let firstHello: Uint8Array | undefined;
+    const origSend = sock.transport.send;
+    sock.transport.send = (buf, addr) => {
+      if (!firstHello && sock.dtls.flight === 1) firstHello = buf;
+      return origSend(buf, addr);
+    };
+    queueMicrotask(() => {
+      const origOnData = sock.transport.socket.onData;
+      sock.transport.socket.onData = (d) => {
+        peerAnswered = true;
+        origOnData(d);
+      };
+      sock.connect!().catch(() => {/* werift's own caller reports it */});
+      let elapsed = 0;
+      for (const at of mediaTuning.clientHelloResendMs) {
+        setTimeout(() => {
+          if (!peerAnswered && sock.dtls.flight === 1 && firstHello) {
+            try {
+              Promise.resolve(origSend(firstHello)).catch(() => {});
+            } catch { /* closed */ }
+          }
+        }, elapsed + at);
+        elapsed += at;
+      }
+    });
+  }
+}
+
+let patched = false;
+function installPatches() {
+  if (patched) return;
+  patched = true;
+
+  // 1. no default STUN server
+  type ConnProto = { applyStunTurnServersFromOptions(): void };
+  const cp = Connection.prototype as unknown as ConnProto;
+  const origApply = cp.applyStunTurnServersFromOptions;
+  if (typeof origApply !== "function") throw new Error("werift seam changed: applyStunTurnServersFromOptions");
+  cp.applyStunTurnServersFromOptions = function (this: { options: { stunServer?: unknown }; stunServer?: unknown }) {
+    origApply.call(this);
+    if (!this.options.stunServer) this.stunServer = undefined;
+  };
+
+  // 2. per-DTLS-socket hooks
+  type SockProto = { setupExtensions(): void };
+  const sp = DtlsSocket.prototype as unknown as SockProto;
+  const origSetup = sp.setupExtensions;
+  if (typeof origSetup !== "function") throw new Error("werift seam changed: setupExtensions");
+  sp.setupExtensions = function (this: DtlsSocketLike) {
+    origSetup.call(this);
+    if (!guardInfo.has(this)) {
+      guardInfo.set(this, { verified: false });
+      installSocketHooks(this);
+    }
+  };
+
+  // 3. count SRTP auth failures
+  type TransportProto = { updateSrtpSession(): void };
+  const tp = RTCDtlsTransport.prototype as unknown as TransportProto;
+  const origUpdate = tp.updateSrtpSession;
+  tp.updateSrtpSession = function (
+    this: { srtp: { decrypt: (d: Buffer) => Buffer }; srtcp: { decrypt: (d: Buffer) => Buffer } },
+  ) {
+    origUpdate.call(this);
+    let c = srtpFailures.get(this);
+    if (!c) srtpFailures.set(this, c = { count: 0 });
+    const counter = c;
+    for (const s of [this.srtp, this.srtcp]) {
+      const dec = s.decrypt.bind(s);
+      s.decrypt = (d: Buffer) => {
+        try {
+          return dec(d);
+        } catch (e) {
+          if (e instanceof SrtpAuthenticationError) counter.count++;
+          throw e;
+        }
+      };
+    }
+  };
+
+  // 4. in-order UDP sends on Deno
+  type UdpProto = { init(): Promise<void> };
+  const up = UdpTransport.prototype as unknown as UdpProto;
+  const origInit = up.init;
+  if (typeof origInit !== "function") throw new Error("werift seam changed: UdpTransport.init");
+  up.init = async function (this: { socket: unknown }) {
+    await origInit.call(this);
+    orderedSends(this.socket as DgramLike);
+  };
+}
+
+interface DgramLike {
+  send: (...args: unknown[]) => void;
+}
+/** Make `socket.send` FIFO: each datagram is handed to the runtime after the previous one completed. */
+export function orderedSends(sock: DgramLike): void {
+  const orig = sock.send.bind(sock);
+  let tail: Promise<void> = Promise.resolve();
+  sock.send = (...args: unknown[]) => {
+    const cb = typeof args[args.length - 1] === "function"
+      ? args.pop() as (err: unknown, n?: number) => void
+      : undefined;
+    tail = tail.then(() =>
+      new Promise<void>((done) => {
+        try {
+          orig(...args, (err: unknown, n?: number) => {
+            done();
+            cb?.(err, n);
+          });
+        } catch (err) {
+          done();
+          if (cb) cb(err);
+        }
+      })
+    );
+  };
+}
+installPatches();
+
+// ---------------------------------------------------------------- certificates
+
+/** Create a fresh self-signed DTLS certificate (ECDSA P-256 or RSA-2048, SHA-256). */
+export async function createDtlsCertificate(signature: "ecdsa" | "rsa" = "ecdsa"): Promise<DtlsCertificate> {
+  const { createSelfSignedCertificate } = await import("werift");
+  const r = await createSelfSignedCertificate(
+    { hash: 4, signature: signature === "ecdsa" ? 3 : 1 },
+    23,
+  );
+  return { certPem: r.certPem, keyPem: r.keyPem, signature };
+}
+
+function toWeriftCert(c: DtlsCertificate): RTCCertificate {
+  return new RTCCertificate(c.keyPem, c.certPem, { hash: 4, signature: c.signature === "ecdsa" ? 3 : 1 });
+}
+
+// ---------------------------------------------------------------- adapter
+
+type WeriftDtls = InstanceType<typeof RTCDtlsTransport>;
+
+function mapIce(s: string): TransportState {
+  switch (s) {
+    case "new":
+      return "new";
+    case "checking":
+    case "disconnected":
+      return "checking";
+    case "connected":
+    case "completed":
+      return "connected";
+    case "failed":
+      return "failed";
+    default:
+      return "closed";
+  }
+}
+function mapDtls(s: string): TransportState {
+  switch (s) {
+    case "new":
+      return "new";
+    case "connecting":
+      return "checking";
+    case "connected":
+      return "connected";
+    case "failed":
+      return "failed";
+    default:
+      return "closed";
+  }
+}
+
+const emptyCounters = (): TrackCounters => ({ packetsSent: 0, bytesSent: 0, packetsReceived: 0, bytesReceived: 0 });
+
+export async function createPeer(opts: PeerOptions): Promise<Peer> {
+  const log: PeerLogger = opts.logger ?? (() => {});
+  const cert = opts.certificate ? toWeriftCert(opts.certificate) : await RTCDtlsTransport.SetupCertificate();
+  const pc = new RTCPeerConnection({
+    iceServers: (opts.iceServers ?? []).map((s) => ({ ...s })),
+    certificates: [cert],
+    bundlePolicy: "max-bundle",
+    iceUseIpv6: opts.ipv6 ?? true,
+  } as ConstructorParameters<typeof RTCPeerConnection>[0]);
+
+  const transceivers = new Map<MediaKind, ReturnType<RTCPeerConnection["addTransceiver"]>>();
+  if (opts.role === "initiator") {
+    if (opts.audio) transceivers.set("audio", pc.addTransceiver("audio", { direction: "sendrecv" }));
+    if (opts.video) transceivers.set("video", pc.addTransceiver("video", { direction: "sendrecv" }));
+  }
+
+  const counters: Record<MediaKind, TrackCounters> = { audio: emptyCounters(), video: emptyCounters() };
+  let ice: TransportState = "new";
+  let dtls: TransportState = "new";
+  let reason: string | undefined;
+  let closed = false;
+  const stateCbs = new Set<(s: StateChange) => void>();
+  const rtpCbs = new Set<(e: RtpEvent) => void>();
+  const candCbs = new Set<(c: LocalCandidate | null) => void>();
+  const watched = new Set<WeriftDtls>();
+
+  const current = (): StateChange => (reason ? { ice, dtls, reason } : { ice, dtls });
+  const emit = () => {
+    const s = current();
+    for (const cb of stateCbs) cb(s);
+  };
+  const dtlsTransport = (): WeriftDtls | undefined => pc.dtlsTransports[0];
+  const dtlsSock = (): DtlsSocketLike | undefined =>
+    (dtlsTransport() as unknown as { dtls?: DtlsSocketLike } | undefined)?.dtls;
+  const authenticated = () => {
+    const s = dtlsSock();
+    return dtls === "connected" && !!s && guardInfo.get(s)?.verified === true;
+  };
+
+  const watchTransports = () => {
+    for (const t of pc.dtlsTransports) {
+      if (watched.has(t)) continue;
+      watched.add(t);
+      t.onStateChange.subscribe((st: string) => {
+        if (closed) return;
+        dtls = mapDtls(st);
+        if (dtls === "failed") {
+          const s = (t as unknown as { dtls?: DtlsSocketLike }).dtls;
+          reason = (s && guardInfo.get(s)?.failure) ?? reason ?? "DTLS handshake failed";
+          log("warn", "dtls failed", { reason });
+        }
+        emit();
+      });
+    }
+  };
+
+  pc.iceConnectionStateChange.subscribe((st: string) => {
+    if (closed) return;
+    ice = mapIce(st);
+    emit();
+  });
+  pc.onIceCandidate.subscribe((c) => {
+    const out: LocalCandidate | null = c
+      ? { candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex }
+      : null;
+    for (const cb of candCbs) cb(out);
+  });
+  pc.onTrack.subscribe((track) => {
+    const kind = track.kind as MediaKind;
+    track.onReceiveRtp.subscribe((rtp) => {
+      if (!authenticated()) return; // never accept media before the peer is authenticated
+      const bytes = new Uint8Array(rtp.serialize());
+      counters[kind].packetsReceived++;
+      counters[kind].bytesReceived += bytes.length;
+      for (const cb of rtpCbs) cb({ kind, packet: bytes });
+    });
+  });
+
+  const peer: Peer = {
+    role: opts.role,
+    async createOffer() {
+      const offer = await pc.createOffer();
+      await pc.setLocalDescription(offer);
+      watchTransports();
+      return pc.localDescription!.sdp;
+    },
+    async createAnswer() {
+      const answer = await pc.createAnswer();
+      await pc.setLocalDescription(answer);
+      watchTransports();
+      return pc.localDescription!.sdp;
+    },
+    async setRemoteDescription(type, sdp) {
+      await pc.setRemoteDescription({ type, sdp });
+      watchTransports();
+      if (type === "offer") {
+        for (const t of pc.getTransceivers()) {
+          const kind = t.kind as MediaKind;
+          if ((kind === "audio" && opts.audio) || (kind === "video" && opts.video)) {
+            t.setDirection("sendrecv");
+            if (!transceivers.has(kind)) transceivers.set(kind, t);
+          } else {
+            t.setDirection("inactive");
+          }
+        }
+      }
+    },
+    async addRemoteCandidate(c) {
+      if (!c) return;
+      await pc.addIceCandidate({ candidate: c.candidate, sdpMid: c.sdpMid, sdpMLineIndex: c.sdpMLineIndex });
+    },
+    onLocalCandidate(cb) {
+      candCbs.add(cb);
+      return () => candCbs.delete(cb);
+    },
+    onStateChange(cb) {
+      stateCbs.add(cb);
+      return () => stateCbs.delete(cb);
+    },
+    onRtp(cb) {
+      rtpCbs.add(cb);
+      return () => rtpCbs.delete(cb);
+    },
+    state: current,
+    waitConnected(timeoutMs = 10_000) {
+      return new Promise<void>((resolve, reject) => {
+        const check = (s: StateChange) => {
+          if (s.ice === "connected" && authenticated()) return done(), resolve(), true;
+          if (s.dtls === "failed" || s.ice === "failed" || s.dtls === "closed" || s.ice === "closed") {
+            return done(), reject(new Error(`connection failed: ice=${s.ice} dtls=${s.dtls} ${s.reason ?? ""}`)), true;
+          }
+          return false;
+        };
+        const timer = setTimeout(() => {
+          done();
+          reject(new Error(`connect timeout: ice=${ice} dtls=${dtls}`));
+        }, timeoutMs);
+        const off = peer.onStateChange((s) => void check(s));
+        const done = () => {
+          clearTimeout(timer);
+          off();
+        };
+        check(current());
+      });
+    },
+    remoteCertificateFingerprint() {
+      const s = dtlsSock();
+      if (!s || guardInfo.get(s)?.verified !== true || !s.remoteCertificate) return undefined;
+      return fingerprintSha256(s.remoteCertificate);
+    },
+    dtlsRole() {
+      const r = dtlsTransport()?.role;
+      return r === "client" || r === "server" ? r : undefined;
+    },
+    localFingerprint() {
+      return cert.getFingerprints()[0]!.value.toUpperCase();
+    },
+    async sendRtp(kind, packet) {
+      const t = transceivers.get(kind);
+      if (!t || !authenticated() || closed) return false;
+      await t.sender.sendRtp(RtpPacket.deSerialize(Buffer.from(packet)));
+      counters[kind].packetsSent++;
+      counters[kind].bytesSent += packet.length;
+      return true;
+    },
+    stats() {
+      const t = dtlsTransport();
+      return {
+        audio: { ...counters.audio },
+        video: { ...counters.video },
+        srtpAuthFailures: (t && srtpFailures.get(t)?.count) ?? 0,
+      };
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      ice = "closed";
+      dtls = "closed";
+      try {
+        await pc.close();
+      } catch (e) {
+        log("debug", "close error", { error: String(e) });
+      }
+      for (const cb of stateCbs) cb(current());
+    },
+  };
+  return peer;
+}
+

@@ -1,0 +1,349 @@
+import assert from "node:assert/strict";
+import { createEndpoint, type Endpoint } from "../../bot/endpoint.ts";
+import { type Call, type Calls, type CallsOptions, setupCalls } from "../../bot/calls.ts";
+import { startProsody } from "../../scripts/prosody.ts";
+import { buildJingleIq, NS_DTLS, NS_JINGLE, NS_OMEMO_DTLS } from "../../jingle/mod.ts";
+import { type Element, StanzaError, xml } from "../../xmpp/mod.ts";
+import type { MediaKind } from "../../media/webrtc.ts";
+
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+const verbose = Deno.env.get("CALLS_DEBUG")
+  ? {
+    debug: (m: string, f?: unknown) => console.log("D", m, f ?? ""),
+    info: (m: string, f?: unknown) => console.log("I", m, f ?? ""),
+    warn: (m: string, f?: unknown) => console.log("W", m, f ?? ""),
+    error: (m: string, f?: unknown) => console.log("E", m, f ?? ""),
+  }
+  : quiet;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Minimal RTP packet: V=2, PT, seq, ts, ssrc, payload. */
+function rtpPacket(seq: number, payload: Uint8Array, pt = 111): Uint8Array {
+  const p = new Uint8Array(12 + payload.length);
+  const v = new DataView(p.buffer);
+  p[0] = 0x80;
+  p[1] = pt & 0x7f;
+  v.setUint16(2, seq & 0xffff);
+  v.setUint32(4, seq * 960);
+  v.setUint32(8, 0x1234abcd);
+  p.set(payload, 12);
+  return p;
+}
+
+/** Rewrites outgoing Jingle IQs of `action` sent by `e` (a man in the middle on the signalling path). */
+function tamper(e: Endpoint, action: string, fn: (jingle: Element) => void): () => void {
+  const conn = e.conn;
+  const orig = conn.iq.bind(conn);
+  conn.iq = (stanza, o) => {
+    const j = stanza.getChild("jingle", NS_JINGLE);
+    if (j?.attrs.action === action) fn(j);
+    return orig(stanza, o);
+  };
+  return () => void (conn.iq = orig);
+}
+
+function transports(j: Element): Element[] {
+  return j.getChildren("content").flatMap((c) => c.getChildElements().filter((x) => x.name === "transport"));
+}
+
+function nextIncoming(calls: Calls): Promise<Call> {
+  return new Promise((resolve) => {
+    const off = calls.onIncoming((c) => {
+      off();
+      resolve(c);
+    });
+  });
+}
+
+async function exchangeRtp(a: Call, b: Call, kind: MediaKind, n = 10) {
+  const gotA: Uint8Array[] = [];
+  const gotB: Uint8Array[] = [];
+  const offA = a.peer!.onRtp((e) => e.kind === kind && gotA.push(e.packet));
+  const offB = b.peer!.onRtp((e) => e.kind === kind && gotB.push(e.packet));
+  const before = { a: a.peer!.stats()[kind], b: b.peer!.stats()[kind] };
+  for (let i = 0; i < n; i++) {
+    assert.ok(await a.peer!.sendRtp(kind, rtpPacket(i, new TextEncoder().encode(`a->b ${kind} ${i}`))));
+    assert.ok(await b.peer!.sendRtp(kind, rtpPacket(i, new TextEncoder().encode(`b->a ${kind} ${i}`))));
+  }
+  for (let i = 0; i < 100 && (gotA.length < n || gotB.length < n); i++) await sleep(20);
+  offA();
+  offB();
+  assert.equal(gotB.length, n, `${kind} a→b`);
+  assert.equal(gotA.length, n, `${kind} b→a`);
+  assert.equal(new TextDecoder().decode(gotB[n - 1]!.subarray(12)), `a->b ${kind} ${n - 1}`);
+  assert.equal(new TextDecoder().decode(gotA[0]!.subarray(12)), `b->a ${kind} 0`);
+  const sa = a.peer!.stats();
+  const sb = b.peer!.stats();
+  assert.equal(sa[kind].packetsSent - before.a.packetsSent, n);
+  assert.equal(sb[kind].packetsReceived - before.b.packetsReceived, n);
+  assert.equal(sb[kind].packetsSent - before.b.packetsSent, n);
+  assert.equal(sa[kind].packetsReceived - before.a.packetsReceived, n);
+  assert.equal(sa.srtpAuthFailures, 0);
+  assert.equal(sb.srtpAuthFailures, 0);
+}
+
+function phaseLine(label: string, c: Call) {
+  const p = c.phases;
+  const t0 = p.proposed ?? 0;
+  const rel = (x?: number) => (x === undefined ? "-" : (x - t0).toFixed(1));
+  return `${label}: proceed ${rel(p.proceed)} initiate ${rel(p.initiate)} accept ${rel(p.accept)} ice ${
+    rel(p.iceConnected)
+  } dtls ${rel(p.dtlsConnected)} rtpOut ${rel(p.firstRtpSent)} rtpIn ${rel(p.firstRtpReceived)} ended ${
+    rel(p.ended)
+  } ms`;
+}
+
+Deno.test({
+  name: "setupCalls(): bot-to-bot calls over a real Prosody with OMEMO-verified DTLS, fallbacks and errors",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const server = await startProsody();
+    const tmp = await Deno.makeTempDir({ prefix: "calls-test-" });
+    const open: Endpoint[] = [];
+    const stops: Calls[] = [];
+    const connect = async (user: string) => {
+      await server.createAccount(user, "pw");
+      const e = await createEndpoint({
+        jid: `${user}@${server.domain}/bot`,
+        password: "pw",
+        server: { host: server.host, port: server.c2sPort },
+        caPem: server.certificatePem,
+        storeDir: `${tmp}/${user}`,
+        logger: quiet,
+      });
+      open.push(e);
+      return e;
+    };
+    const calls = async (e: Endpoint, o: CallsOptions = {}) => {
+      const c = await setupCalls(e, { logger: verbose, ...o });
+      stops.push(c);
+      return c;
+    };
+    const dial = async (from: Calls, to: Calls, toEndpoint: Endpoint, video = false) => {
+      const incoming = nextIncoming(to);
+      const a = await from.call(toEndpoint.conn.bareJid, { video });
+      const b = await incoming;
+      return { a, b };
+    };
+    try {
+      const alice = await connect("alice");
+      const bob = await connect("bob");
+      const aliceCalls = await calls(alice, { verify: "require" });
+      const bobCalls = await calls(bob, { verify: "prefer" });
+
+      await t.step("disco advertises the call features", () => {
+        for (
+          const f of ["urn:xmpp:jingle:1", "urn:xmpp:jingle-message:0", "urn:xmpp:jingle:apps:rtp:audio"]
+        ) {
+          assert.ok(alice.disco.features().includes(f), f);
+        }
+      });
+
+      await t.step("audio call, OMEMO-verified both ways, RTP both ways, hangup → success", async () => {
+        let acceptCandidates = -1;
+        const undo = tamper(bob, "session-accept", (j) => {
+          acceptCandidates = transports(j).reduce((n, t) => n + t.getChildren("candidate").length, 0);
+        });
+        const { a, b } = await dial(aliceCalls, bobCalls, bob);
+        assert.equal(a.direction, "outgoing");
+        assert.equal(b.direction, "incoming");
+        assert.equal(a.sid, b.sid);
+        await Promise.all([a.connected, b.connected]);
+        assert.equal(a.state, "active");
+        assert.equal(b.state, "active");
+        assert.equal(a.verification.omemo, true);
+        assert.equal(b.verification.omemo, true);
+        assert.equal(a.verification.deviceId, bob.deviceId);
+        assert.equal(b.verification.deviceId, alice.deviceId);
+        assert.ok(a.verification.identityFingerprint);
+        undo();
+        assert.ok(acceptCandidates > 0, "session-accept carries candidates (Conversations pitfall)");
+        await exchangeRtp(a, b, "audio");
+        await a.hangup();
+        assert.deepEqual(await a.ended, { reason: "success" });
+        assert.equal((await b.ended).reason, "success");
+        console.log(phaseLine("audio caller", a));
+        console.log(phaseLine("audio callee", b));
+      });
+
+      await t.step("audio+video call, verified, RTP on both media", async () => {
+        const { a, b } = await dial(bobCalls, aliceCalls, alice, true);
+        assert.deepEqual(b.media, ["audio", "video"]);
+        await Promise.all([a.connected, b.connected]);
+        assert.equal(a.verification.omemo, true);
+        assert.equal(b.verification.omemo, true);
+        assert.equal(a.verification.deviceId, alice.deviceId);
+        assert.equal(b.verification.deviceId, bob.deviceId);
+        await exchangeRtp(a, b, "audio");
+        await exchangeRtp(a, b, "video");
+        console.log(phaseLine("video caller", a));
+        await b.hangup();
+        assert.equal((await a.ended).reason, "success");
+        assert.equal((await b.ended).reason, "success");
+      });
+
+      const carol = await connect("carol");
+      const carolCalls = await calls(carol, { verify: "off" });
+
+      await t.step("callee verify=off → plain XEP-0320 fallback (prefer caller)", async () => {
+        const { a, b } = await dial(bobCalls, carolCalls, carol);
+        await Promise.all([a.connected, b.connected]);
+        assert.equal(a.verification.omemo, false);
+        assert.equal(b.verification.omemo, false);
+        await exchangeRtp(a, b, "audio", 5);
+        await a.hangup();
+        assert.equal((await b.ended).reason, "success");
+      });
+
+      await t.step("caller require vs callee off → security-error on both sides", async () => {
+        const { a, b } = await dial(aliceCalls, carolCalls, carol);
+        assert.equal((await a.ended).reason, "security-error");
+        assert.equal((await b.ended).reason, "security-error");
+        assert.equal(a.peer?.stats().audio.packetsReceived ?? 0, 0);
+      });
+
+      await t.step("callee require vs plain initiate → security-error", async () => {
+        const { a, b } = await dial(carolCalls, aliceCalls, alice);
+        assert.equal((await b.ended).reason, "security-error");
+        assert.equal((await a.ended).reason, "security-error");
+      });
+
+      await t.step("signalled fingerprint ≠ DTLS certificate → security-error, no media", async () => {
+        const undo = tamper(carol, "session-initiate", (j) => {
+          for (const t of transports(j)) {
+            const fp = t.getChild("fingerprint", NS_DTLS)!;
+            const v = fp.text();
+            fp.children = [(v.startsWith("00") ? "11" : "00") + v.slice(2)];
+          }
+        });
+        try {
+          const { a, b } = await dial(carolCalls, bobCalls, bob);
+          assert.equal((await b.ended).reason, "security-error");
+          assert.equal((await a.ended).reason, "security-error");
+          assert.equal(b.state, "ended");
+          assert.equal(b.peer?.stats().audio.packetsReceived ?? 0, 0);
+          assert.equal(b.phases.firstRtpReceived, undefined);
+        } finally {
+          undo();
+        }
+      });
+
+      await t.step("caller that sent a verified initiate refuses a plain session-accept", async () => {
+        const undo = tamper(bob, "session-accept", (j) => {
+          const fp = bobCalls.calls.get(j.attrs.sid!)!.peer!.localFingerprint();
+          for (const t of transports(j)) {
+            const enc = t.getChild("fingerprint", NS_OMEMO_DTLS)!;
+            t.children = t.children.filter((c) => c !== enc);
+            t.append(xml("fingerprint", { xmlns: NS_DTLS, hash: "sha-256", setup: enc.attrs.setup! }, fp));
+          }
+        });
+        try {
+          const { a, b } = await dial(aliceCalls, bobCalls, bob);
+          assert.equal((await a.ended).reason, "security-error");
+          assert.match((await a.ended).text ?? "", /not verifiable/);
+          assert.equal((await b.ended).reason, "security-error");
+        } finally {
+          undo();
+        }
+      });
+
+      await t.step("transport-info from a third JID → unknown-session, call continues", async () => {
+        const { a, b } = await dial(aliceCalls, bobCalls, bob);
+        await Promise.all([a.connected, b.connected]);
+        const iq = buildJingleIq({
+          action: "transport-info",
+          sid: a.sid,
+          contents: [{
+            creator: "initiator",
+            name: "0",
+            transport: {
+              kind: "ice-udp",
+              ufrag: "evil",
+              pwd: "evilevilevilevilevilevil",
+              candidates: [{
+                component: 1,
+                foundation: "1",
+                ip: "127.0.0.1",
+                port: 9,
+                priority: 1,
+                protocol: "udp",
+                type: "host",
+                generation: 0,
+              }],
+            },
+          }],
+          groups: [],
+        }, { to: bob.conn.jid, id: crypto.randomUUID() });
+        await assert.rejects(carol.conn.iq(iq as unknown as Element), (e: unknown) => {
+          assert.ok(e instanceof StanzaError);
+          assert.equal(e.condition, "item-not-found");
+          assert.equal(e.application?.name, "unknown-session");
+          return true;
+        });
+        assert.equal(b.state, "active");
+        await exchangeRtp(a, b, "audio", 3);
+
+        // session-accept a second time (from the right party) → out-of-order; call continues.
+        const again = buildJingleIq(
+          { action: "session-accept", sid: a.sid, contents: [], groups: [] },
+          { to: alice.conn.jid, id: crypto.randomUUID() },
+        );
+        await assert.rejects(bob.conn.iq(again as unknown as Element), (e: unknown) => {
+          assert.ok(e instanceof StanzaError);
+          assert.equal(e.condition, "unexpected-request");
+          assert.equal(e.application?.name, "out-of-order");
+          return true;
+        });
+        assert.equal(a.state, "active");
+        await exchangeRtp(a, b, "audio", 3);
+        await b.hangup();
+        assert.equal((await a.ended).reason, "success");
+      });
+
+      await t.step("unknown sid → unknown-session", async () => {
+        const iq = buildJingleIq(
+          {
+            action: "session-terminate",
+            sid: "nope",
+            contents: [],
+            groups: [],
+            reason: { condition: "success" },
+          },
+          { to: bob.conn.jid, id: crypto.randomUUID() },
+        );
+        await assert.rejects(alice.conn.iq(iq as unknown as Element), (e: unknown) => {
+          assert.ok(e instanceof StanzaError);
+          assert.equal(e.application?.name, "unknown-session");
+          return true;
+        });
+      });
+
+      await t.step("declined call → JMI reject, caller ends with decline", async () => {
+        const dave = await connect("dave");
+        const daveCalls = await calls(dave, { accept: () => false });
+        const a = await aliceCalls.call(dave.conn.bareJid);
+        assert.equal((await a.ended).reason, "decline");
+        await daveCalls.stop();
+      });
+
+      await t.step("ring timeout → caller retracts with timeout", async () => {
+        const erin = await connect("erin");
+        const erinCalls = await calls(erin, { accept: () => new Promise(() => {}), ringTimeoutMs: 60_000 });
+        const frank = await connect("frank");
+        const shortAlice = await calls(frank, { ringTimeoutMs: 500 });
+        const incoming = nextIncoming(erinCalls);
+        const a = await shortAlice.call(erin.conn.bareJid);
+        const b = await incoming;
+        assert.equal((await a.ended).reason, "timeout");
+        assert.equal((await b.ended).reason, "timeout");
+      });
+    } finally {
+      for (const c of stops) await c.stop().catch(() => {});
+      for (const e of open) await e.close().catch(() => {});
+      await server.stop();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
