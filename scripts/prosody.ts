@@ -51,6 +51,10 @@ export interface ProsodyServer {
   readonly dir: string;
   /** Creates (or overwrites) an account; returns its bare JID. */
   createAccount(user: string, password: string): Promise<string>;
+  /** Stops the server process but keeps its folder (accounts, PEP data) for {@link restart}. */
+  kill(): Promise<void>;
+  /** Stops the server if running and starts it again on the same ports with the same data. */
+  restart(): Promise<void>;
   /** Stops the server (SIGTERM, then SIGKILL after 3 s) and removes the temp folder. */
   stop(): Promise<void>;
   /** The server log so far (for test failure messages). */
@@ -249,23 +253,38 @@ Component ${luaString(proxyJid)} "proxy65"
     }
   }
   const prosodyArgs = ["--config", configPath, "-F"];
-  const command = ids
-    ? new Deno.Command("setpriv", {
-      args: [
-        "--reuid",
-        String(ids.uid),
-        "--regid",
-        String(ids.gid),
-        "--init-groups",
-        "prosody",
-        ...prosodyArgs,
-      ],
-      stdout: "null",
-      stderr: "null",
-      stdin: "null",
-    })
-    : new Deno.Command("prosody", { args: prosodyArgs, stdout: "null", stderr: "null", stdin: "null" });
-  const child = command.spawn();
+  const spawn = () => {
+    const command = ids
+      ? new Deno.Command("setpriv", {
+        args: [
+          "--reuid",
+          String(ids.uid),
+          "--regid",
+          String(ids.gid),
+          "--init-groups",
+          "prosody",
+          ...prosodyArgs,
+        ],
+        stdout: "null",
+        stderr: "null",
+        stdin: "null",
+      })
+      : new Deno.Command("prosody", { args: prosodyArgs, stdout: "null", stderr: "null", stdin: "null" });
+    return command.spawn();
+  };
+  const terminate = async (process: Deno.ChildProcess) => {
+    try {
+      process.kill("SIGTERM");
+    } catch { /* already gone */ }
+    const timer = setTimeout(() => {
+      try {
+        process.kill("SIGKILL");
+      } catch { /* already gone */ }
+    }, 3000);
+    await process.status;
+    clearTimeout(timer);
+  };
+  let child = spawn();
   try {
     await waitForPort(c2sPort, child, logPath);
   } catch (err) {
@@ -306,18 +325,17 @@ Component ${luaString(proxyJid)} "proxy65"
       }
       return `${user}@${domain}`;
     },
+    async kill(): Promise<void> {
+      await terminate(child);
+    },
+    async restart(): Promise<void> {
+      await terminate(child);
+      child = spawn();
+      await waitForPort(c2sPort, child, logPath);
+    },
     stop(): Promise<void> {
       stopped ??= (async () => {
-        try {
-          child.kill("SIGTERM");
-        } catch { /* already gone */ }
-        const timer = setTimeout(() => {
-          try {
-            child.kill("SIGKILL");
-          } catch { /* already gone */ }
-        }, 3000);
-        await child.status;
-        clearTimeout(timer);
+        await terminate(child);
         await Deno.remove(dir, { recursive: true }).catch(() => {});
       })();
       return stopped;
