@@ -11,7 +11,13 @@
  *  - both: the peer's Finished verify_data = PRF(master_secret, label, SHA-256(transcript))[0..12];
  *  - both: the certificate / ECDH key werift actually used are the ones in the verified transcript.
  */
-import { createHash, createHmac, timingSafeEqual, verify as cryptoVerify, X509Certificate } from "node:crypto";
+import {
+  createHash,
+  createHmac,
+  timingSafeEqual,
+  verify as cryptoVerify,
+  X509Certificate,
+} from "node:crypto";
 import { Buffer } from "node:buffer";
 
 /** One handshake message as kept in the transcript (reassembled, unfragmented). */
@@ -148,7 +154,12 @@ function checkFinished(
 ): string | undefined {
   if (!ev.masterSecret) return "no master secret";
   if (!ev.peerFinished) return "peer Finished not received";
-  const expected = prfSha256(ev.masterSecret, label, createHash("sha256").update(transcriptBytes).digest(), 12);
+  const expected = prfSha256(
+    ev.masterSecret,
+    label,
+    createHash("sha256").update(transcriptBytes).digest(),
+    12,
+  );
   return sameBytes(expected, ev.peerFinished) ? undefined : "peer Finished verify_data mismatch";
 }
 
@@ -171,7 +182,9 @@ function peerCert(ev: PeerHandshakeEvidence): { der: Uint8Array } | string {
   const certLen = (b[3]! << 16) | (b[4]! << 8) | b[5]!;
   if (b.length < 6 + certLen || certLen === 0) return "peer Certificate truncated";
   const der = b.subarray(6, 6 + certLen);
-  if (!sameBytes(der, ev.remoteCertificate)) return "certificate used for the fingerprint is not the one in the transcript";
+  if (!sameBytes(der, ev.remoteCertificate)) {
+    return "certificate used for the fingerprint is not the one in the transcript";
+  }
   return { der };
 }
 

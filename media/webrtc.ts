@@ -20,7 +20,8 @@
  *        ECDH key werift used are the transcript's (media/dtls_verify.ts). On failure the socket is
  *        closed and `onError` fires, so RTCDtlsTransport goes to "failed" and never starts SRTP.
  *  3. `RTCDtlsTransport.prototype.updateSrtpSession`: wraps the SRTP/SRTCP decrypt of the new
- *     session to count packets dropped for a bad auth tag (werift drops them but counts nothing).
+ *     session to count packets dropped for a bad auth tag (werift drops them but counts nothing)
+ *     and adds the SRTP replay window werift lacks (64 packets per SSRC; SRTCP: none yet).
  *  4. `UdpTransport.prototype.init`: Deno's node:dgram does not keep the order of back-to-back
  *     `socket.send()` calls (measured: ~50 % inversions for 2000 sends; Node keeps order). werift
  *     sends each DTLS flight as several datagrams without waiting, so under load the client's
@@ -31,6 +32,8 @@
  *     CertificateVerify that arrives before the client Certificate (real networks reorder too), and
  *     (2e) retransmitted ServerKeyExchange/ClientKeyExchange are not re-processed (werift would
  *     re-derive keys; seen at 100 concurrent setups as "peer Finished verify_data mismatch").
+ *     (2f) inbound DTLS record filter (see `filterRecords`): an off-path plaintext alert or a record
+ *     with an unknown content type no longer closes an established transport.
  */
 import {
   Connection,
@@ -44,9 +47,14 @@ import {
   UdpTransport,
 } from "werift";
 import { Buffer } from "node:buffer";
-import { fingerprintSha256, type TranscriptMessage, verifyPeerHandshake } from "./dtls_verify.ts";
+import {
+  fingerprintSha256,
+  type PeerHandshakeEvidence,
+  type TranscriptMessage,
+  verifyPeerHandshake,
+} from "./dtls_verify.ts";
 
-export { fingerprintSha256 } from "./dtls_verify.ts";
+export { fingerprintSha256, type PeerHandshakeEvidence } from "./dtls_verify.ts";
 
 // ---------------------------------------------------------------- public types
 
@@ -110,6 +118,8 @@ export interface PeerStats {
   video: TrackCounters;
   /** SRTP/SRTCP packets dropped because the auth tag did not verify */
   srtpAuthFailures: number;
+  /** authenticated SRTP packets dropped as replays (or older than the 64-packet window) */
+  srtpReplays: number;
 }
 
 export interface StateChange {
@@ -175,7 +185,10 @@ interface DtlsSocketLike {
   onConnect: EventLike;
   onError: EventLike;
   onHandleHandshakes: (h: HandshakeLike[]) => Promise<void>;
-  transport: { send: (buf: Uint8Array, addr?: unknown) => unknown; socket: { onData: (d: Uint8Array) => void } };
+  transport: {
+    send: (buf: Uint8Array, addr?: unknown) => unknown;
+    socket: { onData: (d: Uint8Array) => void };
+  };
   connect?: () => Promise<void>;
   close(): void;
   remoteCertificate?: Uint8Array;
@@ -186,7 +199,42 @@ interface GuardInfo {
   failure?: string;
 }
 const guardInfo = new WeakMap<object, GuardInfo>();
-const srtpFailures = new WeakMap<object, { count: number }>();
+const srtpFailures = new WeakMap<object, { count: number; replays: number }>();
+
+/** Per-SSRC 64-packet replay window over the estimated 48-bit SRTP index (RFC 3711 §3.3.2, App. A). */
+export class ReplayWindow {
+  #streams = new Map<number, { roc: number; sl: number; mask: bigint }>();
+  static readonly SIZE = 64n;
+  /** true = new packet (and it is recorded); false = replayed or too old */
+  accept(ssrc: number, seq: number): boolean {
+    const st = this.#streams.get(ssrc);
+    if (!st) {
+      this.#streams.set(ssrc, { roc: 0, sl: seq, mask: 1n });
+      return true;
+    }
+    let v = st.roc;
+    if (st.sl < 32768) {
+      if (seq - st.sl > 32768) v = st.roc - 1;
+    } else if (st.sl - 32768 > seq) v = st.roc + 1;
+    const idx = BigInt(v) * 65536n + BigInt(seq);
+    const top = BigInt(st.roc) * 65536n + BigInt(st.sl);
+    if (idx > top) {
+      const shift = idx - top;
+      st.mask = shift >= ReplayWindow.SIZE
+        ? 1n
+        : ((st.mask << shift) | 1n) & ((1n << ReplayWindow.SIZE) - 1n);
+      st.roc = v;
+      st.sl = seq;
+      return true;
+    }
+    const back = top - idx;
+    if (back >= ReplayWindow.SIZE) return false;
+    const bit = 1n << back;
+    if (st.mask & bit) return false;
+    st.mask |= bit;
+    return true;
+  }
+}
 
 /** Tunables for tests/measurements. */
 export const mediaTuning = {
@@ -196,8 +244,12 @@ export const mediaTuning = {
   clientHelloResendMs: [10, 20, 40, 80, 160],
 };
 
-/** Test hook: when set, the guard only records its verdict but lets the handshake complete. */
-export const guardTesting = { enforce: true };
+/** Test hooks. `enforce: false`: the guard only records its verdict but lets the handshake complete.
+ * `mutateEvidence`: lets a test tamper with what the guard sees (e.g. a forged peer Finished). */
+export const guardTesting: {
+  enforce: boolean;
+  mutateEvidence?: (ev: PeerHandshakeEvidence) => void;
+} = { enforce: true };
 
 const fail = (sock: DtlsSocketLike, reason: string) => {
   guardInfo.set(sock, { verified: false, failure: reason });
@@ -277,14 +329,16 @@ function installSocketHooks(sock: DtlsSocketLike) {
   // (c) guard before "connected"
   const origExecute = sock.onConnect.execute;
   sock.onConnect.execute = (...args: unknown[]) => {
-    const res = verifyPeerHandshake({
+    const evidence: PeerHandshakeEvidence = {
       role: isClient ? "client" : "server",
       transcript: transcriptOf(sock, isClient),
       peerFinished,
       masterSecret: sock.cipher.masterSecret,
       remoteCertificate: sock.cipher.remoteCertificate,
       remoteEcdhPublicKey: sock.cipher.remoteKeyPair?.publicKey,
-    });
+    };
+    guardTesting.mutateEvidence?.(evidence);
+    const res = verifyPeerHandshake(evidence);
     if (res.ok) {
       guardInfo.set(sock, { verified: true });
       origExecute(...args);
@@ -295,6 +349,17 @@ function installSocketHooks(sock: DtlsSocketLike) {
       fail(sock, `${res.reason} (local DTLS role: ${isClient ? "client" : "server"})`);
     }
   };
+
+  // (f) inbound record filter + "peer answered" tracking. The subclass constructor has set
+  // transport.socket.onData (= werift's udpOnMessage) by the time the microtask runs.
+  queueMicrotask(() => {
+    const origOnData = sock.transport.socket.onData;
+    sock.transport.socket.onData = (d: Uint8Array) => {
+      peerAnswered = true;
+      const kept = filterRecords(d, sock.connected);
+      if (kept) origOnData(kept);
+    };
+  });
 
   // (a) early ClientHello
   if (isClient && mediaTuning.earlyClientHello) {
@@ -308,11 +373,6 @@ function installSocketHooks(sock: DtlsSocketLike) {
       return origSend(buf, addr);
     };
     queueMicrotask(() => {
-      const origOnData = sock.transport.socket.onData;
-      sock.transport.socket.onData = (d) => {
-        peerAnswered = true;
-        origOnData(d);
-      };
       sock.connect!().catch(() => {/* werift's own caller reports it */});
       let elapsed = 0;
       for (const at of mediaTuning.clientHelloResendMs) {
@@ -329,6 +389,46 @@ function installSocketHooks(sock: DtlsSocketLike) {
   }
 }
 
+/**
+ * werift closes the DTLS transport on any plaintext warning alert and on any record with an unknown
+ * content type, from any source address (it also reads the alert level/description from the
+ * *ciphertext* of an encrypted alert). After the handshake, legitimate peers only send encrypted
+ * records; once connected we drop alert records and every epoch-0 record (plaintext), and always
+ * drop unknown content types. Epoch-0 handshake records after the handshake would otherwise let
+ * anyone trigger werift's server-side "renegotiation" (a plaintext ClientHello resets the DTLS
+ * context); a retransmitted client flight 5 still gets our flight 6 re-sent because its Finished is
+ * epoch 1. Cost: a peer's close_notify is ignored; calls end via signalling / ICE consent anyway.
+ * Returns the datagram with the remaining records, or undefined when nothing is left.
+ */
+export function filterRecords(d: Uint8Array, connected: boolean): Uint8Array | undefined {
+  const keep: Uint8Array[] = [];
+  let changed = false;
+  let off = 0;
+  while (off + 13 <= d.length) {
+    const type = d[off]!;
+    const epoch = (d[off + 3]! << 8) | d[off + 4]!;
+    const len = (d[off + 11]! << 8) | d[off + 12]!;
+    const end = off + 13 + len;
+    if (end > d.length) break;
+    const rec = d.subarray(off, end);
+    const known = type >= 20 && type <= 23;
+    const drop = !known || (connected && (type === 21 || epoch === 0));
+    if (drop) changed = true;
+    else keep.push(rec);
+    off = end;
+  }
+  if (off !== d.length) changed = true; // trailing garbage
+  if (!changed) return d;
+  if (keep.length === 0) return undefined;
+  const out = new Uint8Array(keep.reduce((n, r) => n + r.length, 0));
+  let o = 0;
+  for (const r of keep) {
+    out.set(r, o);
+    o += r.length;
+  }
+  return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
+}
+
 let patched = false;
 function installPatches() {
   if (patched) return;
@@ -338,8 +438,12 @@ function installPatches() {
   type ConnProto = { applyStunTurnServersFromOptions(): void };
   const cp = Connection.prototype as unknown as ConnProto;
   const origApply = cp.applyStunTurnServersFromOptions;
-  if (typeof origApply !== "function") throw new Error("werift seam changed: applyStunTurnServersFromOptions");
-  cp.applyStunTurnServersFromOptions = function (this: { options: { stunServer?: unknown }; stunServer?: unknown }) {
+  if (typeof origApply !== "function") {
+    throw new Error("werift seam changed: applyStunTurnServersFromOptions");
+  }
+  cp.applyStunTurnServersFromOptions = function (
+    this: { options: { stunServer?: unknown }; stunServer?: unknown },
+  ) {
     origApply.call(this);
     if (!this.options.stunServer) this.stunServer = undefined;
   };
@@ -357,26 +461,35 @@ function installPatches() {
     }
   };
 
-  // 3. count SRTP auth failures
+  // 3. count SRTP auth failures; SRTP replay window (RFC 3711 §3.3.2, werift has none)
+  type Decryptor = { decrypt: (d: Buffer) => Buffer };
   type TransportProto = { updateSrtpSession(): void };
   const tp = RTCDtlsTransport.prototype as unknown as TransportProto;
   const origUpdate = tp.updateSrtpSession;
-  tp.updateSrtpSession = function (
-    this: { srtp: { decrypt: (d: Buffer) => Buffer }; srtcp: { decrypt: (d: Buffer) => Buffer } },
-  ) {
+  if (typeof origUpdate !== "function") throw new Error("werift seam changed: updateSrtpSession");
+  tp.updateSrtpSession = function (this: { srtp: Decryptor; srtcp: Decryptor }) {
     origUpdate.call(this);
     let c = srtpFailures.get(this);
-    if (!c) srtpFailures.set(this, c = { count: 0 });
+    if (!c) srtpFailures.set(this, c = { count: 0, replays: 0 });
     const counter = c;
-    for (const s of [this.srtp, this.srtcp]) {
+    const replay = new ReplayWindow();
+    for (const [s, isRtp] of [[this.srtp, true], [this.srtcp, false]] as const) {
       const dec = s.decrypt.bind(s);
       s.decrypt = (d: Buffer) => {
+        let out: Buffer;
         try {
-          return dec(d);
+          out = dec(d);
         } catch (e) {
           if (e instanceof SrtpAuthenticationError) counter.count++;
           throw e;
         }
+        // authenticated; now reject replays (header fields are covered by the auth tag)
+        if (isRtp && d.length >= 12 && !replay.accept(d.readUInt32BE(8), d.readUInt16BE(2))) {
+          counter.replays++;
+          // werift's receive path drops SrtpAuthenticationError silently
+          throw new SrtpAuthenticationError("SRTP replay");
+        }
+        return out;
       };
     }
   };
@@ -471,17 +584,24 @@ function mapDtls(s: string): TransportState {
   }
 }
 
-const emptyCounters = (): TrackCounters => ({ packetsSent: 0, bytesSent: 0, packetsReceived: 0, bytesReceived: 0 });
+const emptyCounters = (): TrackCounters => ({
+  packetsSent: 0,
+  bytesSent: 0,
+  packetsReceived: 0,
+  bytesReceived: 0,
+});
 
 export async function createPeer(opts: PeerOptions): Promise<Peer> {
   const log: PeerLogger = opts.logger ?? (() => {});
   const cert = opts.certificate ? toWeriftCert(opts.certificate) : await RTCDtlsTransport.SetupCertificate();
-  const pc = new RTCPeerConnection({
-    iceServers: (opts.iceServers ?? []).map((s) => ({ ...s })),
-    certificates: [cert],
-    bundlePolicy: "max-bundle",
-    iceUseIpv6: opts.ipv6 ?? true,
-  } as ConstructorParameters<typeof RTCPeerConnection>[0]);
+  const pc = new RTCPeerConnection(
+    {
+      iceServers: (opts.iceServers ?? []).map((s) => ({ ...s })),
+      certificates: [cert],
+      bundlePolicy: "max-bundle",
+      iceUseIpv6: opts.ipv6 ?? true,
+    } as ConstructorParameters<typeof RTCPeerConnection>[0],
+  );
 
   const transceivers = new Map<MediaKind, ReturnType<RTCPeerConnection["addTransceiver"]>>();
   if (opts.role === "initiator") {
@@ -602,7 +722,9 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
         const check = (s: StateChange) => {
           if (s.ice === "connected" && authenticated()) return done(), resolve(), true;
           if (s.dtls === "failed" || s.ice === "failed" || s.dtls === "closed" || s.ice === "closed") {
-            return done(), reject(new Error(`connection failed: ice=${s.ice} dtls=${s.dtls} ${s.reason ?? ""}`)), true;
+            return done(),
+              reject(new Error(`connection failed: ice=${s.ice} dtls=${s.dtls} ${s.reason ?? ""}`)),
+              true;
           }
           return false;
         };
@@ -644,6 +766,7 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
         audio: { ...counters.audio },
         video: { ...counters.video },
         srtpAuthFailures: (t && srtpFailures.get(t)?.count) ?? 0,
+        srtpReplays: (t && srtpFailures.get(t)?.replays) ?? 0,
       };
     },
     async close() {
@@ -661,4 +784,3 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
   };
   return peer;
 }
-

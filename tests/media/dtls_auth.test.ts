@@ -94,3 +94,37 @@ Deno.test({
     }
   },
 });
+
+for (const tamperServerSide of [true, false]) {
+  Deno.test({
+    ...opts,
+    name: `a wrong peer Finished fails the handshake (checked by the DTLS ${
+      tamperServerSide ? "server" : "client"
+    })`,
+    fn: async () => {
+      guardTesting.mutateEvidence = (ev) => {
+        if ((ev.role === "server") !== tamperServerSide || !ev.peerFinished) return;
+        const forged = new Uint8Array(ev.peerFinished);
+        forged[0]! ^= 1;
+        ev.peerFinished = forged;
+        // keep the transcript consistent with what was "received"
+        ev.transcript = ev.transcript.map((m) => (m.fromPeer && m.type === 20 ? { ...m, body: forged } : m));
+      };
+      const { a, b } = await makePair();
+      try {
+        const results = await Promise.race([outcome(a), outcome(b)]);
+        const checker = [a, b].find((p) => p.dtlsRole() === (tamperServerSide ? "server" : "client"))!;
+        for (let i = 0; i < 100 && checker.state().dtls !== "failed"; i++) {
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        assert.equal(checker.state().dtls, "failed", JSON.stringify(results));
+        assert.match(checker.state().reason ?? "", /peer Finished verify_data mismatch/);
+        assert.equal(checker.remoteCertificateFingerprint(), undefined);
+      } finally {
+        guardTesting.mutateEvidence = undefined;
+        await a.close();
+        await b.close();
+      }
+    },
+  });
+}
