@@ -150,6 +150,10 @@ export class OmemoStore implements StorageType {
     await acquireLock(real, opts.breakStaleLock ?? true);
     openDirs.add(real);
     try {
+      // Temp files of writes interrupted by a crash (copies of the key material): we hold the lock, remove them.
+      for await (const e of Deno.readDir(real)) {
+        if (e.isFile && /^\.state\.json\..*\.tmp$/.test(e.name)) await Deno.remove(`${real}/${e.name}`);
+      }
       let text: string | undefined;
       try {
         text = await Deno.readTextFile(`${real}/state.json`);
