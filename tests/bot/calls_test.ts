@@ -19,6 +19,8 @@ const verbose = Deno.env.get("CALLS_DEBUG")
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Minimal RTP packet: V=2, PT, seq, ts, ssrc, payload. */
+let nextSeq = 1;
+
 function rtpPacket(seq: number, payload: Uint8Array, pt = 111): Uint8Array {
   const p = new Uint8Array(12 + payload.length);
   const v = new DataView(p.buffer);
@@ -63,8 +65,10 @@ async function exchangeRtp(a: Call, b: Call, kind: MediaKind, n = 10) {
   const offB = b.peer!.onRtp((e) => e.kind === kind && gotB.push(e.packet));
   const before = { a: a.peer!.stats()[kind], b: b.peer!.stats()[kind] };
   for (let i = 0; i < n; i++) {
-    assert.ok(await a.peer!.sendRtp(kind, rtpPacket(i, new TextEncoder().encode(`a->b ${kind} ${i}`))));
-    assert.ok(await b.peer!.sendRtp(kind, rtpPacket(i, new TextEncoder().encode(`b->a ${kind} ${i}`))));
+    // Sequence numbers keep increasing across exchanges in one call: the SRTP replay window drops repeats.
+    const seq = nextSeq++;
+    assert.ok(await a.peer!.sendRtp(kind, rtpPacket(seq, new TextEncoder().encode(`a->b ${kind} ${i}`))));
+    assert.ok(await b.peer!.sendRtp(kind, rtpPacket(seq, new TextEncoder().encode(`b->a ${kind} ${i}`))));
   }
   for (let i = 0; i < 100 && (gotA.length < n || gotB.length < n); i++) await sleep(20);
   offA();
