@@ -5,7 +5,7 @@
  * @module
  */
 import type { Endpoint } from "./endpoint.ts";
-import { bare, type Element, jidEquals, type Logger, StanzaError, xml } from "../xmpp/mod.ts";
+import { bare, type Element, jidEquals, type Logger, queryDiscoInfo, StanzaError, xml } from "../xmpp/mod.ts";
 import {
   buildJingleIq,
   buildJmiMessage,
@@ -37,6 +37,8 @@ import {
   type ReasonCondition,
   type RtpContentMap,
   sdpToContentMap,
+  type SessionInfo,
+  tieBreakReject,
 } from "../jingle/mod.ts";
 import { acceptsAction, type CallDirection, type CallState, CallStateMachine } from "../jingle/session.ts";
 import { createPeer, type IceServerConfig, type MediaKind, type Peer } from "../media/webrtc.ts";
@@ -52,8 +54,11 @@ export interface CallsOptions {
   verify?: VerifyPolicy;
   /** Decides on an incoming call (default: accept). */
   accept?: (peer: string, media: JmiMedia[]) => boolean | Promise<boolean>;
-  /** STUN/TURN servers; default none (host candidates only). */
+  /** STUN/TURN servers. Default: what the server announces through XEP-0215 (`urn:xmpp:extdisco:2`), asked
+   * before every call; none (host candidates only) when it announces nothing. Never any other server. */
   iceServers?: IceServerConfig[];
+  /** Ask the server for STUN/TURN services (XEP-0215) when `iceServers` is not given; default true. */
+  externalServices?: boolean;
   logger?: Logger;
   /** Ring timeout (ms) for both directions; default 30 s (Conversations' BUSY_TIME_OUT). */
   ringTimeoutMs?: number;
@@ -103,16 +108,37 @@ export interface Call {
   readonly connected: Promise<void>;
   /** Resolves when the call ended, with the Jingle reason. */
   readonly ended: Promise<{ reason: ReasonCondition; text?: string }>;
+  /** What the other party told through XEP-0167 session-info. */
+  readonly remoteInfo: RemoteInfo;
+  /** The other party muted (any of) its media (`<mute/>` without unmute). */
+  readonly remoteMuted: boolean;
+  /** The STUN/TURN servers this call's media plane was given (XEP-0215 or options). */
+  readonly iceServers: readonly IceServerConfig[];
+  /** Sends a XEP-0167 session-info (`ringing`, `active`, `mute`, …) once a Jingle session exists. */
+  sendInfo(info: SessionInfo): Promise<void>;
   /** Subscribe to state changes. */
   onState(cb: (state: CallState) => void): () => void;
   /** Ends the call with the reason fitting the state (success, cancel, decline, retract, reject). */
   hangup(): Promise<void>;
 }
 
+/** XEP-0167 session-info received from the other party. */
+export interface RemoteInfo {
+  ringing: boolean;
+  active: boolean;
+  held: boolean;
+  /** Muted content names (`"*"` = every content, from a `<mute/>` without `name`). */
+  muted: string[];
+}
+
 /** The call subsystem of one endpoint. */
 export interface Calls {
-  /** Calls `peerBareJid` (JMI propose to the bare JID); resolves with the call right after the propose went out. */
-  call(peerBareJid: string, options?: { video?: boolean }): Promise<Call>;
+  /**
+   * Calls `peerBareJid` (JMI propose to the bare JID); resolves with the call right after the propose went out.
+   * With `jmi: false` (as Dino does towards peers without JMI) `peer` must be a full JID and gets a direct
+   * session-initiate; the fingerprint is OMEMO-encrypted when the peer has exactly one OMEMO device.
+   */
+  call(peer: string, options?: { video?: boolean; jmi?: boolean }): Promise<Call>;
   /** Incoming calls (called while ringing, before the accept decision). */
   onIncoming(cb: (call: Call) => void): () => void;
   /** Ends all calls and unregisters the handlers and disco features. */
@@ -134,6 +160,35 @@ export const CALL_FEATURES = [
 ];
 
 const now = () => performance.timeOrigin + performance.now();
+
+/** XEP-0215 External Service Discovery. */
+export const NS_EXTDISCO = "urn:xmpp:extdisco:2";
+
+/** i;octet comparison (RFC 4790) of two strings: by their UTF-8 bytes. */
+export function octetCompare(a: string, b: string): number {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i]! - y[i]!;
+  return x.length - y.length;
+}
+
+/** XEP-0215 `<services/>` → ICE servers: udp `stun`/`turn` entries only (turn needs username + password). */
+export function parseExternalServices(services: Element): IceServerConfig[] {
+  const out: IceServerConfig[] = [];
+  for (const sv of services.getChildren("service")) {
+    const { type, host, transport, username, password } = sv.attrs as Record<string, string | undefined>;
+    const port = Number(sv.attrs.port);
+    if (type !== "stun" && type !== "turn") continue;
+    if (transport !== undefined && transport !== "udp") continue;
+    if (!host || !Number.isInteger(port) || port < 1 || port > 65535) continue;
+    const h = host.includes(":") ? `[${host}]` : host;
+    if (type === "stun") out.push({ urls: `stun:${h}:${port}` });
+    else if (username && password) {
+      out.push({ urls: `turn:${h}:${port}?transport=udp`, username, credential: password });
+    }
+  }
+  return out;
+}
 
 class CallError extends Error {
   constructor(readonly condition: ReasonCondition, message: string) {
@@ -170,6 +225,36 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
   const sendJmi = (a: JmiAction, to: string, id?: string, requestReceipt = false) =>
     conn.send(buildJmiMessage(a, { to, ...(id ? { id } : {}), requestReceipt }) as unknown as Element);
 
+  let extdisco: Promise<boolean> | undefined;
+  const domain = conn.bareJid.slice(conn.bareJid.indexOf("@") + 1);
+  /** STUN/TURN for one call: options, else XEP-0215 from our own server domain (asked per call), else none. */
+  async function discoverIceServers(): Promise<IceServerConfig[]> {
+    if (options.iceServers) return options.iceServers;
+    if (options.externalServices === false) return [];
+    extdisco ??= queryDiscoInfo(conn, domain, undefined, 5_000)
+      .then((info) => info.features.includes(NS_EXTDISCO))
+      .catch((e) => {
+        log.debug("server disco#info failed", { error: String(e) });
+        return false;
+      });
+    if (!await extdisco) return [];
+    try {
+      const res = await conn.iq(
+        xml("iq", { type: "get", to: domain }, xml("services", { xmlns: NS_EXTDISCO })),
+        {
+          timeoutMs: 5_000,
+        },
+      );
+      const services = res.getChild("services", NS_EXTDISCO);
+      const found = services ? parseExternalServices(services) : [];
+      log.debug("XEP-0215 ICE servers", { servers: found.map((s) => s.urls) });
+      return found;
+    } catch (e) {
+      log.warn("XEP-0215 services request failed", { error: String(e) });
+      return [];
+    }
+  }
+
   class Session {
     readonly fsm: CallStateMachine;
     readonly phases: CallPhases = {};
@@ -192,6 +277,10 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     localUfrag?: string;
     localPwd?: string;
     timer?: ReturnType<typeof setTimeout>;
+    readonly remoteInfo: RemoteInfo = { ringing: false, active: false, held: false, muted: [] };
+    iceServers: IceServerConfig[] = [];
+    /** No JMI: a direct session-initiate (sent or received). */
+    direct = false;
     readonly stateCbs = new Set<(s: CallState) => void>();
     readonly endedP: Promise<{ reason: ReasonCondition; text?: string }>;
     readonly connectedP: Promise<void>;
@@ -238,6 +327,14 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         },
         connected: this.connectedP,
         ended: this.endedP,
+        remoteInfo: this.remoteInfo,
+        get remoteMuted() {
+          return s.remoteInfo.muted.length > 0;
+        },
+        get iceServers() {
+          return s.iceServers;
+        },
+        sendInfo: (info) => this.sendInfo(info),
         onState(cb) {
           s.stateCbs.add(cb);
           return () => s.stateCbs.delete(cb);
@@ -278,7 +375,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         : "warn";
       log[level]("call terminated by us", { sid: this.sid, peer: this.peerJid, reason: condition, text });
       const st = this.state;
-      if (st === "proposed" || st === "ringing") {
+      if ((st === "proposed" || st === "ringing") && !this.direct) {
         // No Jingle session yet: JMI retract (caller) / reject (callee).
         const a: JmiAction = this.direction === "outgoing"
           ? { action: "retract", id: this.sid, reason }
@@ -286,10 +383,57 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         void sendJmi(a, this.direction === "outgoing" ? bare(this.peerJid) : this.peerJid).catch(() => {});
       } else {
         const j: Jingle = { action: "session-terminate", sid: this.sid, contents: [], groups: [], reason };
-        void conn.iq(buildJingleIq(j, { to: this.peerJid, id: crypto.randomUUID() }) as unknown as Element)
+        const to = this.peerJid;
+        void conn.iq(buildJingleIq(j, { to, id: crypto.randomUUID() }) as unknown as Element)
           .catch((e) => log.debug("session-terminate not acknowledged", { sid: this.sid, error: String(e) }));
+        // XEP-0353 v0.4+: <finish/> to the other party's full JID after a normal end (harmless for clients that
+        // ignore it; sent after the IQ so it arrives after the session-terminate).
+        if (condition === "success" && !this.direct) {
+          void sendJmi({ action: "finish", id: this.sid, reason: { condition: "success" } }, to).catch(
+            () => {},
+          );
+        }
       }
       this.finish(reason);
+    }
+
+    async sendInfo(info: SessionInfo) {
+      const st = this.state;
+      if (st === "proposed" || st === "ringing" || st === "ended") {
+        throw new Error(`no Jingle session in state ${st}`);
+      }
+      const j: Jingle = { action: "session-info", sid: this.sid, contents: [], groups: [], info };
+      await conn.iq(buildJingleIq(j, { to: this.peerJid, id: crypto.randomUUID() }) as unknown as Element);
+    }
+
+    /** A received session-info payload. */
+    onInfo(info: SessionInfo) {
+      const r = this.remoteInfo;
+      switch (info.type) {
+        case "ringing":
+          r.ringing = true;
+          break;
+        case "active":
+          r.active = true;
+          r.held = false;
+          break;
+        case "hold":
+          r.held = true;
+          break;
+        case "unhold":
+          r.held = false;
+          break;
+        case "mute": {
+          const name = info.name ?? "*";
+          if (!r.muted.includes(name)) r.muted.push(name);
+          break;
+        }
+        case "unmute":
+          if (info.name === undefined) r.muted.length = 0;
+          else r.muted.splice(0, r.muted.length, ...r.muted.filter((n) => n !== info.name && n !== "*"));
+          break;
+      }
+      log.info("session-info from peer", { sid: this.sid, info: info.type, ...info });
     }
 
     fail(err: unknown) {
@@ -318,11 +462,13 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     offer?: Promise<string>;
 
     private async createMedia(): Promise<Peer> {
+      this.iceServers = await discoverIceServers();
+      if (this.fsm.ended) throw new CallError("cancel", "call ended while discovering ICE servers");
       const peer = await createPeer({
         role: this.direction === "outgoing" ? "initiator" : "responder",
         audio: this.media.includes("audio"),
         video: this.media.includes("video"),
-        ...(options.iceServers ? { iceServers: options.iceServers } : {}),
+        iceServers: this.iceServers,
         logger: (level, msg, fields) =>
           (log as unknown as Record<string, (m: string, f?: unknown) => void>)[level]?.(`media: ${msg}`, {
             sid: this.sid,
@@ -664,10 +810,42 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
 
     // ---- callee ----
 
-    async decide() {
+    /** Runs the accept callback (never throws). */
+    async askAccept(): Promise<boolean> {
+      try {
+        return await (options.accept ?? (() => true))(bare(this.peerJid), this.media);
+      } catch (e) {
+        log.warn("accept callback failed", { sid: this.sid, error: String(e) });
+        return false;
+      }
+    }
+
+    /** Callee of a direct session-initiate (no JMI): ring (session-info), decide, then accept or decline. */
+    async decideDirect(j: Jingle) {
+      const ringing: Jingle = {
+        action: "session-info",
+        sid: this.sid,
+        contents: [],
+        groups: [],
+        info: { type: "ringing" },
+      };
+      void conn.iq(
+        buildJingleIq(ringing, { to: this.peerJid, id: crypto.randomUUID() }) as unknown as Element,
+      )
+        .catch((e) => log.debug("session-info ringing failed", { sid: this.sid, error: String(e) }));
+      const ok = await this.askAccept();
+      if (this.fsm.ended) return;
+      if (!ok) return this.terminate("decline");
+      this.phases.proceed = now();
+      this.move("proceeding", "accepted locally (direct session-initiate)");
+      this.move("initiated", "session-initiate received");
+      await this.onSessionInitiate(j);
+    }
+
+    async decide(auto = false) {
       let ok: boolean;
       try {
-        ok = await (options.accept ?? (() => true))(bare(this.peerJid), this.media);
+        ok = auto || await (options.accept ?? (() => true))(bare(this.peerJid), this.media);
       } catch (e) {
         log.warn("accept callback failed", { sid: this.sid, error: String(e) });
         ok = false;
@@ -739,7 +917,6 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
   /* ---------------- JMI ---------------- */
 
   const stopJmi = conn.onMessage(NS_JMI, async (payload, ctx) => {
-    if (ctx.carbon) return;
     if (ctx.stanza.attrs.type === "groupchat" || ctx.stanza.attrs.type === "error") return;
     let a: JmiAction;
     try {
@@ -749,24 +926,63 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       return;
     }
     const from = ctx.from;
-    if (jidEquals(bare(from), conn.bareJid)) return; // our own accept/reject echoed to our bare JID
     const s = sessions.get(a.id);
+    if (jidEquals(bare(from), conn.bareJid)) {
+      // Our own accept echoed to our bare JID, or another resource of ours (its accept to our bare JID, the carbon
+      // of its proceed/reject to the caller): that device answered the call ringing here.
+      if (jidEquals(from, conn.jid)) return;
+      if (
+        (a.action === "accept" || a.action === "proceed" || a.action === "reject") &&
+        s?.direction === "incoming" && s.state === "ringing" && !s.direct
+      ) {
+        log.info("call answered elsewhere", { sid: a.id, by: from, action: a.action });
+        s.finish({ condition: a.action === "reject" ? "decline" : "cancel", text: "answered elsewhere" });
+      }
+      return;
+    }
+    if (ctx.carbon) return; // copies of other parties' JMI to our other resources are not ours to act on
     switch (a.action) {
       case "propose": {
         if (s) return;
+        // Everything up to registering the session runs synchronously: a JMI message that follows this propose
+        // (proceed, retract, tie-break reject) must find the state this propose leaves behind.
         if (ctx.stanza.getChild("request", NS_RECEIPTS) && ctx.stanza.attrs.id) {
-          await conn.send(xml(
+          void conn.send(xml(
             "message",
             { to: from, id: crypto.randomUUID() },
             xml("received", {
               xmlns: NS_RECEIPTS,
               id: ctx.stanza.attrs.id,
             }),
-          ));
+          )).catch(() => {});
+        }
+        // Glare (XEP-0353 v0.8 tie-break, as Conversations): both proposed to each other; the lower sid (i;octet)
+        // wins. The loser's propose is rejected with a tie-break reason; the holder of the higher sid retracts it
+        // likewise and answers the winning propose without asking.
+        let auto = false;
+        const mine = [...sessions.values()].find((o) =>
+          o.direction === "outgoing" && !o.direct && (o.state === "proposed" || o.state === "ringing") &&
+          jidEquals(bare(o.peerJid), bare(from))
+        );
+        if (mine) {
+          if (octetCompare(mine.sid, a.id) < 0) {
+            log.info("call glare: our propose wins the tie-break", { ours: mine.sid, theirs: a.id, from });
+            void sendJmi(tieBreakReject(a.id), from).catch(() => {});
+            return;
+          }
+          log.info("call glare: their propose wins the tie-break; retracting ours", {
+            ours: mine.sid,
+            theirs: a.id,
+            from,
+          });
+          const tb = tieBreakReject(mine.sid) as Extract<JmiAction, { action: "reject" }>;
+          void sendJmi({ ...tb, action: "retract" }, bare(mine.peerJid)).catch(() => {});
+          mine.finish({ condition: "expired", text: "Tie-Break" });
+          auto = true;
         }
         if (sessions.size >= maxCalls) {
           log.warn("call rejected: busy", { sid: a.id, from });
-          await sendJmi({ action: "reject", id: a.id, reason: { condition: "busy" } }, from);
+          void sendJmi({ action: "reject", id: a.id, reason: { condition: "busy" } }, from).catch(() => {});
           return;
         }
         const session = new Session(a.id, "incoming", from, a.media);
@@ -782,7 +998,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
             log.error("incoming call callback failed", { error: String(e) });
           }
         }
-        session.decide().catch((e) => session.fail(e));
+        session.decide(auto).catch((e) => session.fail(e));
         return;
       }
       case "ringing":
@@ -814,7 +1030,10 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         }
         return;
       case "finish":
-        if (s && jidEquals(from, s.peerJid) && !s.fsm.ended) s.finish(a.reason ?? { condition: "success" });
+        if (s && jidEquals(bare(from), bare(s.peerJid)) && !s.fsm.ended) {
+          log.info("call finished by peer (JMI finish)", { sid: a.id, reason: a.reason?.condition });
+          s.finish(a.reason ?? { condition: "success" });
+        } else log.debug("JMI finish for an ended call", { sid: a.id, from, reason: a.reason?.condition });
         return;
       default:
         return;
@@ -832,7 +1051,13 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       throw iqError("bad-request", "modify", undefined, (e as Error).message);
     }
     const s = sessions.get(j.sid);
-    if (!s || !jidEquals(ctx.from, s.peerJid) || s.state === "proposed" || s.state === "ringing") {
+    if (!s && j.action === "session-initiate") return directInitiate(j, ctx.from);
+    const earlyDirect = s?.direct && s.state === "ringing" &&
+      (j.action === "transport-info" || j.action === "session-terminate");
+    if (
+      !s || !jidEquals(ctx.from, s.peerJid) ||
+      ((s.state === "proposed" || s.state === "ringing") && !earlyDirect)
+    ) {
       log.warn("jingle for unknown session", {
         sid: j.sid,
         action: j.action,
@@ -841,7 +1066,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       });
       throw iqError("item-not-found", "cancel", "unknown-session");
     }
-    if (!acceptsAction(s.direction, s.state, j.action as JingleAction)) {
+    if (!earlyDirect && !acceptsAction(s.direction, s.state, j.action as JingleAction)) {
       if (
         j.action === "content-add" || j.action === "content-modify" || j.action === "description-info" ||
         j.action === "security-info" || j.action === "transport-replace"
@@ -877,18 +1102,78 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         break;
       }
       case "session-info":
+        if (j.infoUnknown) {
+          log.debug("unsupported session-info", { sid: j.sid, payload: j.infoUnknown.name });
+          throw iqError("feature-not-implemented", "modify", "unsupported-info");
+        }
+        if (j.info) s.onInfo(j.info);
         break;
     }
     return null;
   });
+
+  /** A session-initiate without JMI (Dino towards peers without JMI): acknowledged, then accepted or declined. */
+  function directInitiate(j: Jingle, from: string): null {
+    const media: JmiMedia[] = [];
+    for (const c of j.contents) {
+      const m = c.description?.kind === "rtp" ? c.description.media : undefined;
+      if ((m === "audio" || m === "video") && !media.includes(m)) media.push(m);
+    }
+    if (media.length === 0 || media.length !== j.contents.length) {
+      log.warn("direct session-initiate with unsupported contents", { sid: j.sid, from });
+      throw iqError("feature-not-implemented", "cancel");
+    }
+    const session = new Session(j.sid, "incoming", from, media);
+    session.direct = true;
+    session.phases.proposed = now();
+    if (sessions.size >= maxCalls) {
+      log.warn("direct call rejected: busy", { sid: j.sid, from });
+      setTimeout(() => session.terminate("busy"), 0);
+      return null;
+    }
+    sessions.set(j.sid, session);
+    publicCalls.set(j.sid, session.call);
+    log.info("direct session-initiate (no JMI)", { sid: j.sid, from, media });
+    session.timer = setTimeout(() => session.terminate("timeout", "not answered in time"), ringTimeoutMs);
+    for (const cb of incomingCbs) {
+      try {
+        cb(session.call);
+      } catch (e) {
+        log.error("incoming call callback failed", { error: String(e) });
+      }
+    }
+    // After the IQ result went out.
+    setTimeout(() => session.decideDirect(j).catch((e) => session.fail(e)), 0);
+    return null;
+  }
+
+  async function directCall(peerFullJid: string, video: boolean): Promise<Call> {
+    if (peerFullJid === bare(peerFullJid)) throw new Error("a call without JMI needs the peer's full JID");
+    const sid = crypto.randomUUID();
+    const media: JmiMedia[] = video ? ["audio", "video"] : ["audio"];
+    const s = new Session(sid, "outgoing", peerFullJid, media);
+    s.direct = true;
+    sessions.set(sid, s);
+    publicCalls.set(sid, s.call);
+    s.phases.proposed = now();
+    let deviceId: number | undefined;
+    if (verify !== "off") {
+      const devices = await endpoint.omemo.getDevices(bare(peerFullJid)).catch(() => [] as number[]);
+      if (devices.length === 1) deviceId = devices[0];
+      else log.info("direct call: peer has no single OMEMO device", { sid, devices: devices.length });
+    }
+    s.onProceed(peerFullJid, deviceId).catch((e) => s.fail(e));
+    return s.call;
+  }
 
   await endpoint.disco.addFeatures(...CALL_FEATURES);
   await conn.sendPresence().catch((e) => log.debug("presence after features failed", { error: String(e) }));
 
   return {
     calls: publicCalls,
-    async call(peerBareJid, { video = false } = {}) {
-      const to = bare(peerBareJid);
+    async call(peerJid, { video = false, jmi = true } = {}) {
+      if (!jmi) return await directCall(peerJid, video);
+      const to = bare(peerJid);
       const sid = crypto.randomUUID();
       const media: JmiMedia[] = video ? ["audio", "video"] : ["audio"];
       const s = new Session(sid, "outgoing", to, media);

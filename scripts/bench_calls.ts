@@ -1,0 +1,284 @@
+/**
+ * Call-setup benchmark: N sequential OMEMO-verified audio calls between two bots through a real Prosody, each
+ * propose → first RTP both ways → hangup, timed per phase; next to a bare werift loopback handshake (two
+ * media/webrtc.ts peers in-process exchanging SDP directly) and the XMPP IQ round trip (XEP-0199 ping), all
+ * measured in the same run.
+ *
+ * Aim: median setup within 2× the bare handshake plus four Prosody round trips.
+ *
+ * Usage: `deno run -A scripts/bench_calls.ts [--calls N] [--json] [--nagle]`
+ *
+ * @module
+ */
+import { createEndpoint, type Endpoint } from "../bot/endpoint.ts";
+import { type Call, type Calls, setupCalls } from "../bot/calls.ts";
+import { createPeer, type LocalCandidate, type Peer } from "../media/webrtc.ts";
+import { xml } from "../xmpp/mod.ts";
+import { startProsody } from "./prosody.ts";
+
+function parseArgs(args: string[]): { calls: number; json: boolean; nagle: boolean } {
+  let calls = 100;
+  let json = false;
+  let nagle = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    if (a === "--json") json = true;
+    else if (a === "--nagle") nagle = true;
+    else if (a === "--calls" || a === "-n") calls = Number(args[++i]);
+    else if (a.startsWith("--calls=")) calls = Number(a.slice("--calls=".length));
+    else if (a === "--help" || a === "-h") {
+      console.log("usage: deno run -A scripts/bench_calls.ts [--calls N] [--json] [--nagle]");
+      Deno.exit(0);
+    } else throw new Error(`unknown argument ${a}`);
+  }
+  if (!Number.isInteger(calls) || calls < 1) throw new Error("--calls must be a positive integer");
+  return { calls, json, nagle };
+}
+
+interface Stats {
+  median: number;
+  p95: number;
+  min: number;
+  n: number;
+}
+
+function stats(xs: number[]): Stats {
+  const s = [...xs].sort((a, b) => a - b);
+  const q = (p: number) => s[Math.min(s.length - 1, Math.max(0, Math.ceil(p * s.length) - 1))]!;
+  const median = s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+  return { median, p95: q(0.95), min: s[0]!, n: s.length };
+}
+
+const quiet = { debug() {}, info() {}, warn() {}, error() {} };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const progress = (m: string) => Deno.stderr.writeSync(new TextEncoder().encode(m + "\n"));
+
+function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let t: ReturnType<typeof setTimeout>;
+  return Promise.race([
+    p,
+    new Promise<T>((_, rej) => t = setTimeout(() => rej(new Error(`${what}: timed out after ${ms} ms`)), ms)),
+  ]).finally(() => clearTimeout(t));
+}
+
+function nextIncoming(calls: Calls): Promise<Call> {
+  return new Promise((resolve) => {
+    const off = calls.onIncoming((c) => {
+      off();
+      resolve(c);
+    });
+  });
+}
+
+const PHASES = [
+  "proposed→proceed",
+  "proceed→initiate",
+  "initiate→accept",
+  "accept→iceConnected",
+  "iceConnected→dtlsConnected",
+  "dtlsConnected→firstRtpBothWays",
+  "total setup (propose→first RTP both ways)",
+] as const;
+
+/** One call: propose → first RTP both ways → hangup. Returns the phase durations (ms). */
+async function oneCall(aliceCalls: Calls, bobCalls: Calls, bob: Endpoint): Promise<number[]> {
+  const incoming = nextIncoming(bobCalls);
+  const a = await aliceCalls.call(bob.conn.bareJid);
+  const b = await withTimeout(incoming, 10_000, "incoming call");
+  await withTimeout(Promise.all([a.connected, b.connected]), 20_000, "connect");
+  if (!a.verification.omemo || !b.verification.omemo) throw new Error("call was not OMEMO-verified");
+  const pkt = new Uint8Array(32);
+  pkt[0] = 0x80;
+  pkt[1] = 111;
+  for (let i = 0; a.phases.firstRtpReceived === undefined || b.phases.firstRtpReceived === undefined; i++) {
+    if (i > 2000) throw new Error("no RTP both ways");
+    new DataView(pkt.buffer).setUint16(2, i);
+    await Promise.all([a.peer!.sendRtp("audio", pkt), b.peer!.sendRtp("audio", pkt)]);
+    if (a.phases.firstRtpReceived === undefined || b.phases.firstRtpReceived === undefined) await sleep(1);
+  }
+  const pa = a.phases, pb = b.phases;
+  const ice = Math.max(pa.iceConnected!, pb.iceConnected!);
+  const dtls = Math.max(pa.dtlsConnected!, pb.dtlsConnected!, ice);
+  const rtp = Math.max(pa.firstRtpReceived!, pb.firstRtpReceived!);
+  const out = [
+    pa.proceed! - pa.proposed!,
+    pa.initiate! - pa.proceed!,
+    pa.accept! - pa.initiate!,
+    ice - pa.accept!,
+    dtls - ice,
+    rtp - dtls,
+    rtp - pa.proposed!,
+  ];
+  await a.hangup();
+  await withTimeout(Promise.all([a.ended, b.ended]), 10_000, "hangup");
+  return out;
+}
+
+/** Bare werift loopback handshake: two createPeer peers exchanging SDP and candidates directly. */
+async function bareHandshake(): Promise<number> {
+  const t0 = performance.now();
+  const [off, ans] = await Promise.all([
+    createPeer({ role: "initiator", audio: true, video: false }),
+    createPeer({ role: "responder", audio: true, video: false }),
+  ]);
+  const wire = (from: Peer, to: Peer, ready: () => boolean) => {
+    const q: LocalCandidate[] = [];
+    const flush = () => {
+      for (const c of q.splice(0)) void to.addRemoteCandidate(c).catch(() => {});
+    };
+    from.onLocalCandidate((c) => {
+      if (!c) return;
+      q.push(c);
+      if (ready()) flush();
+    });
+    return flush;
+  };
+  let offRemote = false, ansRemote = false;
+  const flushOff = wire(off, ans, () => ansRemote);
+  const flushAns = wire(ans, off, () => offRemote);
+  try {
+    const offer = await off.createOffer();
+    await ans.setRemoteDescription("offer", offer);
+    ansRemote = true;
+    flushOff();
+    const answer = await ans.createAnswer();
+    await off.setRemoteDescription("answer", answer);
+    offRemote = true;
+    flushAns();
+    await Promise.all([off.waitConnected(10_000), ans.waitConnected(10_000)]);
+    return performance.now() - t0;
+  } finally {
+    await Promise.all([off.close(), ans.close()]);
+  }
+}
+
+async function main() {
+  const { calls: N, json, nagle } = parseArgs(Deno.args);
+  const started = performance.now();
+  const watchdog = setTimeout(() => {
+    progress("bench_calls: exceeded 170 s, aborting");
+    Deno.exit(2);
+  }, 170_000);
+  // Prosody's epoll backend keeps Nagle on by default: two stanzas back to back to the same client (ringing then
+  // proceed; IQ result then session-accept) then cost a ~40 ms delayed-ACK stall on loopback. Turn it off, as a
+  // latency-minded deployment would (`--nagle` keeps Prosody's default for comparison).
+  const server = await startProsody(nagle ? {} : { extraConfig: "network_settings = { nagle = false }\n" });
+  const tmp = await Deno.makeTempDir({ prefix: "bench-calls-" });
+  const endpoints: Endpoint[] = [];
+  const subsystems: Calls[] = [];
+  try {
+    const connect = async (user: string) => {
+      await server.createAccount(user, "pw");
+      const e = await createEndpoint({
+        jid: `${user}@${server.domain}/bot`,
+        password: "pw",
+        server: { host: server.host, port: server.c2sPort },
+        caPem: server.certificatePem,
+        storeDir: `${tmp}/${user}`,
+        logger: quiet,
+      });
+      endpoints.push(e);
+      return e;
+    };
+    const alice = await connect("alice");
+    const bob = await connect("bob");
+    const aliceCalls = await setupCalls(alice, { verify: "require", logger: quiet });
+    const bobCalls = await setupCalls(bob, { verify: "require", logger: quiet });
+    subsystems.push(aliceCalls, bobCalls);
+
+    // IQ round trip (XEP-0199 ping to the server domain) on the same connection the calls use.
+    const ping = () =>
+      alice.conn.iq(xml("iq", { type: "get", to: server.domain }, xml("ping", { xmlns: "urn:xmpp:ping" })));
+    for (let i = 0; i < 5; i++) await ping();
+    const rtts: number[] = [];
+    for (let i = 0; i < Math.max(20, N); i++) {
+      const t = performance.now();
+      await ping();
+      rtts.push(performance.now() - t);
+    }
+
+    // Warm-up call (first OMEMO session build, JIT); reported apart.
+    progress("warm-up call…");
+    const warm = await oneCall(aliceCalls, bobCalls, bob);
+    const samples: number[][] = PHASES.map(() => []);
+    for (let i = 0; i < N; i++) {
+      const r = await oneCall(aliceCalls, bobCalls, bob);
+      r.forEach((v, k) => samples[k]!.push(v));
+      if ((i + 1) % 25 === 0) progress(`${i + 1}/${N} calls`);
+    }
+
+    // Bare werift handshake, same process, same run.
+    await bareHandshake(); // warm-up
+    const bare: number[] = [];
+    for (let i = 0; i < N; i++) bare.push(await bareHandshake());
+
+    const phaseStats = Object.fromEntries(PHASES.map((p, k) => [p, stats(samples[k]!)]));
+    const setup = phaseStats[PHASES[PHASES.length - 1]!]!;
+    const bareStats = stats(bare);
+    const rttStats = stats(rtts);
+    const budget = 2 * bareStats.median + 4 * rttStats.median;
+    const pass = setup.median <= budget;
+    const result = {
+      calls: N,
+      prosodyNagle: nagle,
+      warmUpSetupMs: warm[warm.length - 1],
+      phases: phaseStats,
+      bareHandshake: bareStats,
+      iqRoundTrip: rttStats,
+      aim: "median setup within 2× the bare handshake plus four Prosody round trips",
+      budgetMs: budget,
+      medianSetupMs: setup.median,
+      verdict: pass ? "PASS" : "MISS",
+      elapsedS: (performance.now() - started) / 1000,
+    };
+    if (json) console.log(JSON.stringify(result, null, 2));
+    else {
+      const f = (x: number) => x.toFixed(2).padStart(9);
+      console.log(
+        `bench_calls: ${N} sequential OMEMO-verified audio calls through Prosody (after 1 warm-up call; Prosody ${
+          nagle ? "default Nagle" : "nagle = false"
+        })`,
+      );
+      console.log(`${"phase".padEnd(44)}${"median".padStart(9)}${"p95".padStart(9)}${"min".padStart(9)}  ms`);
+      for (const p of PHASES) {
+        const s = phaseStats[p]!;
+        console.log(`${p.padEnd(44)}${f(s.median)}${f(s.p95)}${f(s.min)}`);
+      }
+      console.log(
+        `${`bare werift loopback handshake (n=${N})`.padEnd(44)}${f(bareStats.median)}${f(bareStats.p95)}${
+          f(bareStats.min)
+        }`,
+      );
+      console.log(
+        `${`IQ round trip, XEP-0199 ping (n=${rtts.length})`.padEnd(44)}${f(rttStats.median)}${
+          f(rttStats.p95)
+        }${f(rttStats.min)}`,
+      );
+      console.log(`warm-up call setup: ${warm[warm.length - 1]!.toFixed(2)} ms`);
+      console.log(
+        `aim: median setup within 2× the bare handshake plus four Prosody round trips: ${
+          setup.median.toFixed(2)
+        } ms ≤ 2×${bareStats.median.toFixed(2)} + 4×${rttStats.median.toFixed(2)} = ${
+          budget.toFixed(2)
+        } ms → ${pass ? "PASS" : "MISS"}`,
+      );
+      console.log(`elapsed ${result.elapsedS.toFixed(1)} s`);
+    }
+  } finally {
+    for (const c of subsystems) await c.stop().catch(() => {});
+    for (const e of endpoints) await e.close().catch(() => {});
+    await server.stop();
+    await Deno.remove(tmp, { recursive: true }).catch(() => {});
+    clearTimeout(watchdog);
+  }
+}
+
+if (import.meta.main) {
+  try {
+    await main();
+    Deno.exit(0);
+  } catch (e) {
+    console.error("bench_calls failed:", e);
+    Deno.exit(1);
+  }
+}
