@@ -1,0 +1,402 @@
+/**
+ * Recorder: RTP packets (e.g. from `peer.onRtp`) → ffmpeg (`-c copy`) → Ogg/Opus or WebM/VP8 file.
+ *
+ * ffmpeg reads an SDP file describing one RTP stream on a loopback UDP port; `write()` puts each packet
+ * through a small jitter buffer (reorders by sequence number, counts gaps as lost), rewrites SSRC and
+ * payload type to the SDP's and forwards it. `stop()` flushes, sends SIGINT so ffmpeg writes the
+ * container trailer, waits for it (SIGKILL after a timeout) and reports what was written.
+ *
+ * @module
+ */
+import dgram from "node:dgram";
+import { orderedSends } from "./webrtc.ts";
+import type { MediaKind, PeerLogger } from "./webrtc.ts";
+import { resolveFfmpeg } from "./ffmpeg.ts";
+import { ffmpegReason, StderrTail, trackChild, untrackChild } from "./sources.ts";
+
+export type RecorderCodec = "opus" | "vp8";
+
+export interface RecorderOptions {
+  kind: MediaKind;
+  /** output file; `.ogg`/`.opus` → Ogg, `.webm`/`.mkv` → Matroska, anything else: Ogg for opus, WebM for vp8 */
+  path: string;
+  codec: RecorderCodec;
+  logger?: PeerLogger;
+  /** packets held for reordering before a gap is declared lost (default 32) */
+  jitterPackets?: number;
+}
+
+export interface RecordingResult {
+  path: string;
+  /** size of the file written */
+  bytes: number;
+  /** packets forwarded to ffmpeg */
+  packets: number;
+  /** sequence-number gaps (never arrived, or arrived too late) */
+  lost: number;
+  /** duplicates / packets older than what was already forwarded */
+  late: number;
+}
+
+export interface Recorder {
+  readonly path: string;
+  readonly pid: number;
+  /** one RTP packet (any SSRC/PT; sequence numbers and timestamps are kept) */
+  write(rtpPacket: Uint8Array): void;
+  stop(): Promise<RecordingResult>;
+  /** resolves when ffmpeg has exited (normally after stop()) */
+  readonly exited: Promise<{ code: number | null; signal: string | null; reason: string }>;
+}
+
+/** The recording cannot be started or finished: path not writable, disk full, ffmpeg failed. */
+export class RecorderError extends Error {
+  constructor(message: string, readonly stderr?: string) {
+    super(message);
+    this.name = "RecorderError";
+  }
+}
+
+const PT = { opus: 111, vp8: 96 } as const;
+const SSRC = 0x0badcafe;
+
+function sdpFor(codec: RecorderCodec, port: number): string {
+  const media = codec === "opus"
+    ? [
+      `m=audio ${port} RTP/AVP ${PT.opus}`,
+      `a=rtpmap:${PT.opus} opus/48000/2`,
+      `a=fmtp:${PT.opus} sprop-stereo=1`,
+    ]
+    : [`m=video ${port} RTP/AVP ${PT.vp8}`, `a=rtpmap:${PT.vp8} VP8/90000`];
+  return [
+    "v=0",
+    "o=- 0 0 IN IP4 127.0.0.1",
+    "s=callbot recording",
+    "c=IN IP4 127.0.0.1",
+    "t=0 0",
+    ...media,
+    "a=recvonly",
+    "",
+  ].join("\r\n");
+}
+
+function containerFor(codec: RecorderCodec, path: string): string {
+  const ext = path.toLowerCase().split(".").pop() ?? "";
+  if (ext === "ogg" || ext === "opus" || ext === "oga") return "ogg";
+  if (ext === "webm") return "webm";
+  if (ext === "mkv" || ext === "mka") return "matroska";
+  return codec === "opus" ? "ogg" : "webm";
+}
+
+async function checkWritable(path: string): Promise<void> {
+  const dir = path.includes("/") ? path.slice(0, path.lastIndexOf("/")) || "/" : ".";
+  try {
+    const st = await Deno.stat(dir);
+    if (!st.isDirectory) throw new RecorderError(`cannot record to ${path}: ${dir} is not a directory`);
+  } catch (e) {
+    if (e instanceof RecorderError) throw e;
+    throw new RecorderError(`cannot record to ${path}: directory ${dir} does not exist`);
+  }
+  try {
+    // does not truncate an existing file; ffmpeg (-y) overwrites it later
+    const f = await Deno.open(path, { write: true, create: true });
+    f.close();
+  } catch (e) {
+    const why = e instanceof Deno.errors.PermissionDenied ? "permission denied" : (e as Error).message;
+    throw new RecorderError(`cannot record to ${path}: not writable (${why})`);
+  }
+}
+
+/** An even loopback port whose RTCP neighbour (port+1) is free too. */
+async function freeRtpPort(): Promise<number> {
+  const tryBind = (port: number) =>
+    new Promise<dgram.Socket | null>((resolve) => {
+      const s = dgram.createSocket("udp4");
+      s.once("error", () => {
+        try {
+          s.close();
+        } catch { /* */ }
+        resolve(null);
+      });
+      s.bind(port, "0.0.0.0", () => resolve(s));
+    });
+  for (let i = 0; i < 50; i++) {
+    const port = 20000 + 2 * Math.floor(Math.random() * 20000);
+    const a = await tryBind(port);
+    if (!a) continue;
+    const b = await tryBind(port + 1);
+    a.close();
+    if (!b) continue;
+    b.close();
+    return port;
+  }
+  throw new RecorderError("no free UDP port pair for the recorder");
+}
+
+/** true once some process has a UDP socket bound to `port` (Linux /proc). */
+async function udpBound(port: number): Promise<boolean> {
+  const hex = port.toString(16).toUpperCase().padStart(4, "0");
+  for (const f of ["/proc/net/udp", "/proc/net/udp6"]) {
+    try {
+      const lines = (await Deno.readTextFile(f)).split("\n");
+      if (lines.some((l) => /^\s*\d+:\s+[0-9A-F]+:([0-9A-F]{4})\s/.exec(l)?.[1] === hex)) return true;
+    } catch { /* no procfs */ }
+  }
+  return false;
+}
+
+/** Adds `by` to the VP8 picture id (RFC 7741) in place, so a replayed frame is not "sequence broken". */
+function bumpVp8PictureId(rtp: Uint8Array, by: number): void {
+  const o = 12 + 4 * (rtp[0]! & 0x0f);
+  if (rtp[0]! & 0x10) return; // header extension: leave as is
+  const d0 = rtp[o] ?? 0;
+  if (!(d0 & 0x80) || !((rtp[o + 1] ?? 0) & 0x80)) return;
+  const i = o + 2;
+  if (rtp[i]! & 0x80) {
+    const id = (((rtp[i]! & 0x7f) << 8) | rtp[i + 1]!) + by;
+    rtp[i] = 0x80 | ((id >> 8) & 0x7f);
+    rtp[i + 1] = id & 0xff;
+  } else {
+    rtp[i] = (rtp[i]! + by) & 0x7f;
+  }
+}
+
+/** Sequence-number reordering buffer (wrap-aware); emits in order, counts gaps. */
+export class JitterBuffer {
+  #next: number | undefined;
+  #held = new Map<number, Uint8Array>();
+  lost = 0;
+  late = 0;
+  constructor(readonly depth: number, readonly emit: (p: Uint8Array) => void) {}
+  push(p: Uint8Array): void {
+    const seq = (p[2]! << 8) | p[3]!;
+    if (this.#next === undefined) this.#next = seq;
+    const d = ((seq - this.#next + 0x8000) & 0xffff) - 0x8000; // signed distance
+    if (d < 0 || this.#held.has(seq)) {
+      this.late++;
+      return;
+    }
+    this.#held.set(seq, p);
+    this.#drain();
+    while (this.#held.size > this.depth) {
+      // give up on the oldest missing packet(s): skip to the earliest held one
+      let best = Infinity;
+      for (const s of this.#held.keys()) best = Math.min(best, (s - this.#next! + 0x10000) & 0xffff);
+      this.lost += best;
+      this.#next = (this.#next! + best) & 0xffff;
+      this.#drain();
+    }
+  }
+  #drain() {
+    let p;
+    while ((p = this.#held.get(this.#next!)) !== undefined) {
+      this.#held.delete(this.#next!);
+      this.#next = (this.#next! + 1) & 0xffff;
+      this.emit(p);
+    }
+  }
+  flush(): void {
+    while (this.#held.size > 0) {
+      let best = Infinity;
+      for (const s of this.#held.keys()) best = Math.min(best, (s - this.#next! + 0x10000) & 0xffff);
+      this.lost += best;
+      this.#next = (this.#next! + best) & 0xffff;
+      this.#drain();
+    }
+  }
+}
+
+export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
+  const log: PeerLogger = opts.logger ?? (() => {});
+  if ((opts.kind === "audio") !== (opts.codec === "opus")) {
+    throw new RecorderError(`codec ${opts.codec} does not fit a ${opts.kind} recording`);
+  }
+  const path = opts.path;
+  await checkWritable(path);
+  const ffmpeg = await resolveFfmpeg();
+  const port = await freeRtpPort();
+  const sdpPath = await Deno.makeTempFile({ prefix: "callbot-rec-", suffix: ".sdp" });
+  await Deno.writeTextFile(sdpPath, sdpFor(opts.codec, port));
+  const args = [
+    "-hide_banner",
+    "-loglevel",
+    Deno.env.get("CALLBOT_FFMPEG_LOGLEVEL") ?? "warning",
+    "-y",
+    "-protocol_whitelist",
+    "file,udp,rtp",
+    ...(opts.codec === "opus"
+      ? ["-analyzeduration", "0", "-probesize", "32"]
+      : ["-analyzeduration", "1000000"]),
+    "-reorder_queue_size",
+    "0",
+    "-i",
+    sdpPath,
+    "-map",
+    "0:0",
+    "-c",
+    "copy",
+    "-f",
+    containerFor(opts.codec, path),
+    path,
+  ];
+  // stdin is ffmpeg's clean stop: "q" finalizes the container (SIGINT makes 5.1 fail the Ogg trailer)
+  const child = new Deno.Command(ffmpeg.path, { args, stdin: "piped", stdout: "null", stderr: "piped" })
+    .spawn();
+  trackChild(child);
+  const pid = child.pid;
+  const stdin = child.stdin.getWriter();
+  const tail = new StderrTail(child.stderr, (l) => log("debug", "ffmpeg recorder", { pid, line: l }));
+  let stopping = false;
+  const exited = child.status.then(async (st) => {
+    untrackChild(child);
+    await tail.done;
+    await Deno.remove(sdpPath).catch(() => {});
+    const reason = st.signal
+      ? `ffmpeg killed by ${st.signal}`
+      : st.code === 0
+      ? (stopping ? "stopped" : "ended")
+      : `ffmpeg exited with code ${st.code}: ${ffmpegReason(tail.lines) || "no message"}`;
+    const out = { code: st.signal ? null : st.code, signal: st.signal, reason };
+    if (st.code !== 0) log("warn", "recorder exited", { pid, path, ...out });
+    return out;
+  });
+  let dead = false;
+  exited.then(() => dead = true);
+
+  // wait until ffmpeg listens (packets sent before would be lost)
+  const t0 = performance.now();
+  while (!(await udpBound(port))) {
+    if (dead) {
+      await stdin.close().catch(() => {});
+      const e = await exited;
+      throw new RecorderError(`recorder ffmpeg failed to start: ${e.reason}`, tail.text());
+    }
+    if (performance.now() - t0 > 5000) {
+      child.kill("SIGKILL");
+      await stdin.close().catch(() => {});
+      await exited;
+      throw new RecorderError("recorder ffmpeg did not open its RTP port within 5 s", tail.text());
+    }
+    await new Promise((r) => setTimeout(r, 10));
+  }
+
+  const sock = dgram.createSocket("udp4");
+  orderedSends(sock as unknown as Parameters<typeof orderedSends>[0]);
+  sock.on("error", (e) => log("debug", "recorder socket error", { error: String(e) }));
+  sock.on("message", () => {}); // RTCP receiver reports from ffmpeg
+  await new Promise<void>((r) => sock.bind(0, "127.0.0.1", () => r()));
+  let packets = 0;
+  let pending = 0;
+  let drained: (() => void) | null = null;
+  const pt = PT[opts.codec];
+  // packets of the last frame (same timestamp), replayed once on stop to wake ffmpeg up (see stop())
+  let lastFrame: Uint8Array[] = [];
+  let lastTs = -1;
+  let prevTsStep = opts.codec === "opus" ? 960 : 6000;
+  const forward = (out: Uint8Array) => {
+    packets++;
+    pending++;
+    sock.send(out, port, "127.0.0.1", () => {
+      if (--pending === 0 && drained) drained();
+    });
+  };
+  const jb = new JitterBuffer(opts.jitterPackets ?? 32, (p) => {
+    if (dead) return;
+    const out = p;
+    out[1] = (out[1]! & 0x80) | pt;
+    const dv = new DataView(out.buffer);
+    dv.setUint32(8, SSRC);
+    const ts = dv.getUint32(4);
+    if (ts !== lastTs) {
+      if (lastTs >= 0 && ((ts - lastTs) >>> 0) < 90000) prevTsStep = (ts - lastTs) >>> 0;
+      lastTs = ts;
+      lastFrame = [];
+    }
+    lastFrame.push(out);
+    forward(out);
+  });
+
+  let stopped: Promise<RecordingResult> | null = null;
+  const rec: Recorder = {
+    path,
+    pid,
+    exited,
+    write(p) {
+      if (stopping || dead || p.length < 12 || (p[0]! & 0xc0) !== 0x80) return;
+      jb.push(p.slice()); // held for reordering: must not alias the caller's buffer
+    },
+    stop() {
+      if (stopped) return stopped;
+      stopped = (async () => {
+        jb.flush();
+        if (pending > 0) {
+          await Promise.race([
+            new Promise<void>((r) => drained = r),
+            new Promise((r) => setTimeout(r, 1000)),
+          ]);
+        }
+        stopping = true;
+        await new Promise((r) => setTimeout(r, 50)); // let ffmpeg read what is in its socket
+        if (!dead) {
+          // ffmpeg only looks at stdin between packets, and it is blocked reading RTP when the stream stopped
+          // (SIGINT makes 5.1 abort the Ogg trailer): after "q", replay the last frame (new seq/ts) until
+          // it exits. The recording ends with one repeated frame (20 ms of audio / one video frame).
+          await stdin.write(new TextEncoder().encode("q")).catch(() => {});
+          const frame = lastFrame;
+          let seq = frame.length ? new DataView(frame[frame.length - 1]!.buffer).getUint16(2) : 0;
+          let ts = lastTs;
+          for (let i = 0; i < 20 && !dead && frame.length; i++) {
+            ts = (ts + prevTsStep) >>> 0;
+            for (const f of frame) {
+              const c = f.slice();
+              const dv = new DataView(c.buffer);
+              seq = (seq + 1) & 0xffff;
+              dv.setUint16(2, seq);
+              dv.setUint32(4, ts);
+              if (opts.codec === "vp8") bumpVp8PictureId(c, i + 1);
+              sock.send(c, port, "127.0.0.1");
+            }
+            await Promise.race([exited, new Promise((r) => setTimeout(r, 100))]);
+          }
+        }
+        await stdin.close().catch(() => {});
+        const t1 = setTimeout(() => {
+          try {
+            child.kill("SIGINT");
+          } catch { /* gone */ }
+        }, 3000);
+        const t2 = setTimeout(() => {
+          try {
+            child.kill("SIGKILL");
+          } catch { /* gone */ }
+        }, 6000);
+        const e = await exited;
+        clearTimeout(t1);
+        clearTimeout(t2);
+        try {
+          sock.close();
+        } catch { /* closed */ }
+        // ffmpeg exits 255 after SIGINT on some versions; judge by stderr
+        const errorLine = tail.lines.find((l) =>
+          /No space left|Permission denied|Read-only file system|Error writing|I\/O error|Invalid argument|could not/i
+            .test(l)
+        );
+        if (errorLine || e.signal === "SIGKILL" || (e.code !== 0 && e.code !== 255)) {
+          throw new RecorderError(
+            `recording ${path} failed: ${errorLine ?? e.reason}${
+              /No space left/.test(errorLine ?? "") ? " (disk full)" : ""
+            }`,
+            tail.text(),
+          );
+        }
+        if (packets === 0) throw new RecorderError(`recording ${path} got no packets`, tail.text());
+        let bytes = 0;
+        try {
+          bytes = (await Deno.stat(path)).size;
+        } catch { /* not a regular file */ }
+        return { path, bytes, packets, lost: jb.lost, late: jb.late };
+      })();
+      return stopped;
+    },
+  };
+  return rec;
+}

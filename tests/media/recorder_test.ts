@@ -1,0 +1,113 @@
+import assert from "node:assert/strict";
+import { startSource } from "../../media/sources.ts";
+import { JitterBuffer, RecorderError, startRecorder } from "../../media/recorder.ts";
+
+const opts = { sanitizeOps: false, sanitizeResources: false };
+
+async function probe(path: string, entries: string, extra: string[] = []): Promise<Record<string, string>> {
+  const out = await new Deno.Command("ffprobe", {
+    args: ["-v", "error", ...extra, "-show_entries", entries, "-of", "default=nw=1", path],
+  }).output();
+  const r: Record<string, string> = {};
+  for (const l of new TextDecoder().decode(out.stdout).split("\n")) {
+    const [k, v] = l.split("=");
+    if (k && v !== undefined) r[k] = v;
+  }
+  return r;
+}
+
+/** Goertzel power of `freq` in s16 mono samples. */
+function power(x: Int16Array, freq: number, rate: number): number {
+  const k = 2 * Math.cos((2 * Math.PI * freq) / rate);
+  let s1 = 0, s2 = 0;
+  for (let i = 0; i < x.length; i++) {
+    const s0 = x[i]! + k * s1 - s2;
+    s2 = s1;
+    s1 = s0;
+  }
+  return s1 * s1 + s2 * s2 - k * s1 * s2;
+}
+
+Deno.test({
+  name: "440 Hz tone source → recorder → Ogg/Opus of ~3 s whose dominant frequency is 440 Hz",
+  ...opts,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    const path = `${dir}/tone.ogg`;
+    const rec = await startRecorder({ kind: "audio", path, codec: "opus" });
+    const src = await startSource({ type: "tone", frequency: 440 }, { kind: "audio" });
+    src.onPacket((p) => rec.write(p));
+    await new Promise((r) => setTimeout(r, 3000));
+    const res = await rec.stop();
+    await src.stop();
+    assert.equal(res.lost, 0);
+    assert.ok(res.bytes > 1000 && res.packets > 130, JSON.stringify(res));
+    const d = Number((await probe(path, "format=duration")).duration);
+    assert.ok(Math.abs(d - 3) < 0.3, `duration ${d}`);
+    const pcm = await new Deno.Command("ffmpeg", {
+      args: ["-v", "error", "-i", path, "-f", "s16le", "-ac", "1", "-ar", "48000", "-"],
+      stdout: "piped",
+    }).output();
+    const b = pcm.stdout;
+    const x = new Int16Array(b.buffer, b.byteOffset, Math.floor(b.byteLength / 2)).slice(4800, 4800 + 48000);
+    let best = 0, bestP = 0;
+    for (let f = 100; f <= 2000; f += 10) {
+      const p = power(x, f, 48000);
+      if (p > bestP) [best, bestP] = [f, p];
+    }
+    assert.ok(best >= 400 && best <= 480, `dominant ${best} Hz`);
+    assert.ok(power(x, 440, 48000) > 100 * power(x, 1000, 48000));
+    await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "test video 320x240 → VP8 → WebM with 320x240 frames",
+  ...opts,
+  fn: async () => {
+    const dir = await Deno.makeTempDir();
+    const path = `${dir}/video.webm`;
+    const rec = await startRecorder({ kind: "video", path, codec: "vp8" });
+    const src = await startSource({ type: "testvideo", width: 320, height: 240 }, { kind: "video" });
+    src.onPacket((p) => rec.write(p));
+    await new Promise((r) => setTimeout(r, 2000));
+    const res = await rec.stop();
+    await src.stop();
+    const info = await probe(path, "stream=width,height,nb_read_frames", ["-count_frames"]);
+    assert.equal(info.width, "320");
+    assert.equal(info.height, "240");
+    assert.ok(Number(info.nb_read_frames) > 10, JSON.stringify({ info, res }));
+    await Deno.remove(dir, { recursive: true });
+  },
+});
+
+Deno.test({
+  name: "unwritable recording path → RecorderError (nonexistent dir, /proc, /dev/full = disk full)",
+  ...opts,
+  fn: async () => {
+    for (const path of ["/nonexistent-dir/x.ogg", "/proc/x.ogg"]) {
+      const err = await startRecorder({ kind: "audio", path, codec: "opus" }).catch((e) => e);
+      assert.ok(err instanceof RecorderError, `${path}: ${err}`);
+      assert.match(err.message, /cannot record/);
+    }
+    const rec = await startRecorder({ kind: "audio", path: "/dev/full", codec: "opus" });
+    const src = await startSource({ type: "tone" }, { kind: "audio" });
+    src.onPacket((p) => rec.write(p));
+    await new Promise((r) => setTimeout(r, 1500));
+    const err = await rec.stop().catch((e) => e);
+    await src.stop();
+    assert.ok(err instanceof RecorderError, String(err));
+    assert.match(err.message, /No space left|disk full|failed/);
+  },
+});
+
+Deno.test("jitter buffer reorders and counts gaps", () => {
+  const out: number[] = [];
+  const jb = new JitterBuffer(3, (p) => out.push((p[2]! << 8) | p[3]!));
+  const pkt = (s: number) => new Uint8Array([0x80, 111, s >> 8, s & 0xff, 0, 0, 0, 0, 0, 0, 0, 0]);
+  for (const s of [65534, 0, 65535, 1, 3, 4, 5, 6, 1]) jb.push(pkt(s));
+  jb.flush();
+  assert.deepEqual(out, [65534, 65535, 0, 1, 3, 4, 5, 6]);
+  assert.equal(jb.lost, 1);
+  assert.equal(jb.late, 1);
+});
