@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { rtpPacket, sleep } from "../media/helpers.ts";
 import { createEndpoint, type Endpoint } from "../../bot/endpoint.ts";
 import { type Call, type Calls, type CallsOptions, setupCalls } from "../../bot/calls.ts";
 import { startProsody } from "../../scripts/prosody.ts";
@@ -16,22 +17,8 @@ const verbose = Deno.env.get("CALLS_DEBUG")
   }
   : quiet;
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
 /** Minimal RTP packet: V=2, PT, seq, ts, ssrc, payload. */
 let nextSeq = 1;
-
-function rtpPacket(seq: number, payload: Uint8Array, pt = 111): Uint8Array {
-  const p = new Uint8Array(12 + payload.length);
-  const v = new DataView(p.buffer);
-  p[0] = 0x80;
-  p[1] = pt & 0x7f;
-  v.setUint16(2, seq & 0xffff);
-  v.setUint32(4, seq * 960);
-  v.setUint32(8, 0x1234abcd);
-  p.set(payload, 12);
-  return p;
-}
 
 /** Rewrites outgoing Jingle IQs of `action` sent by `e` (a man in the middle on the signalling path). */
 function tamper(e: Endpoint, action: string, fn: (jingle: Element) => void): () => void {
