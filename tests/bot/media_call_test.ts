@@ -4,6 +4,7 @@
  * (`startBot`) records them, then, started with `--echo`, sends them back to the dialler, which records.
  */
 import assert from "node:assert/strict";
+import { power, probe } from "../media/analysis.ts";
 import { parseCli } from "../../bot/cli.ts";
 import { type Bot, startBot } from "../../bot/main.ts";
 import { dial } from "../../bot/dial.ts";
@@ -12,30 +13,6 @@ import type { CallRecord } from "../../bot/records.ts";
 
 const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 const CALL_SECONDS = 6;
-
-async function probe(path: string, entries: string, extra: string[] = []): Promise<Record<string, string>> {
-  const out = await new Deno.Command("ffprobe", {
-    args: ["-v", "error", ...extra, "-show_entries", entries, "-of", "default=nw=1", path],
-  }).output();
-  const r: Record<string, string> = {};
-  for (const l of new TextDecoder().decode(out.stdout).split("\n")) {
-    const [k, v] = l.split("=");
-    if (k && v !== undefined) r[k] = v;
-  }
-  return r;
-}
-
-/** Goertzel power of `freq` in s16 mono samples. */
-function power(x: Int16Array, freq: number, rate: number): number {
-  const k = 2 * Math.cos((2 * Math.PI * freq) / rate);
-  let s1 = 0, s2 = 0;
-  for (let i = 0; i < x.length; i++) {
-    const s0 = x[i]! + k * s1 - s2;
-    s2 = s1;
-    s1 = s0;
-  }
-  return s1 * s1 + s2 * s2 - k * s1 * s2;
-}
 
 /** The strongest frequency (100–2000 Hz, 10 Hz steps) of one second of the recording, after 0.5 s. */
 async function dominantFrequency(path: string): Promise<number> {
