@@ -3,8 +3,9 @@
  * devices), session-info, and XEP-0215 STUN discovery against a tiny in-test STUN responder.
  */
 import assert from "node:assert/strict";
+import { endpointOn, quiet } from "./_support.ts";
 import dgram from "node:dgram";
-import { createEndpoint, type Endpoint } from "../../bot/endpoint.ts";
+import type { Endpoint } from "../../bot/endpoint.ts";
 import { type Call, type Calls, type CallsOptions, NS_EXTDISCO, setupCalls } from "../../bot/calls.ts";
 import { startProsody } from "../../scripts/prosody.ts";
 import {
@@ -24,7 +25,6 @@ import {
   type XmppConnection,
 } from "../../xmpp/mod.ts";
 
-const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 const verbose = Deno.env.get("CALLS_DEBUG")
   ? {
     debug: (m: string, f?: unknown) => console.log("D", m, f ?? ""),
@@ -128,15 +128,7 @@ Deno.test({
     const raws: XmppConnection[] = [];
     const stops: Calls[] = [];
     const connect = async (user: string) => {
-      await server.createAccount(user, "pw");
-      const e = await createEndpoint({
-        jid: `${user}@${server.domain}/bot`,
-        password: "pw",
-        server: { host: server.host, port: server.c2sPort },
-        caPem: server.certificatePem,
-        storeDir: `${tmp}/${user}`,
-        logger: quiet,
-      });
+      const e = await endpointOn(server, user, tmp);
       open.push(e);
       return e;
     };

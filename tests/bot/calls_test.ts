@@ -1,13 +1,13 @@
 import assert from "node:assert/strict";
+import { endpointOn, quiet } from "./_support.ts";
 import { rtpPacket, sleep } from "../media/helpers.ts";
-import { createEndpoint, type Endpoint } from "../../bot/endpoint.ts";
+import type { Endpoint } from "../../bot/endpoint.ts";
 import { type Call, type Calls, type CallsOptions, setupCalls } from "../../bot/calls.ts";
 import { startProsody } from "../../scripts/prosody.ts";
 import { buildJingleIq, NS_DTLS, NS_JINGLE, NS_OMEMO_DTLS } from "../../jingle/mod.ts";
 import { type Element, StanzaError, xml } from "../../xmpp/mod.ts";
 import type { MediaKind } from "../../media/webrtc.ts";
 
-const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 const verbose = Deno.env.get("CALLS_DEBUG")
   ? {
     debug: (m: string, f?: unknown) => console.log("D", m, f ?? ""),
@@ -95,15 +95,7 @@ Deno.test({
     const open: Endpoint[] = [];
     const stops: Calls[] = [];
     const connect = async (user: string) => {
-      await server.createAccount(user, "pw");
-      const e = await createEndpoint({
-        jid: `${user}@${server.domain}/bot`,
-        password: "pw",
-        server: { host: server.host, port: server.c2sPort },
-        caPem: server.certificatePem,
-        storeDir: `${tmp}/${user}`,
-        logger: quiet,
-      });
+      const e = await endpointOn(server, user, tmp);
       open.push(e);
       return e;
     };
