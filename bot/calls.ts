@@ -5,7 +5,17 @@
  * @module
  */
 import type { Endpoint } from "./endpoint.ts";
-import { bare, type Element, jidEquals, type Logger, queryDiscoInfo, StanzaError, xml } from "../xmpp/mod.ts";
+import { hasDescription, jingleRouter } from "./jingle_router.ts";
+import {
+  bare,
+  type Element,
+  type IqHandler,
+  jidEquals,
+  type Logger,
+  queryDiscoInfo,
+  StanzaError,
+  xml,
+} from "../xmpp/mod.ts";
 import {
   buildJingleIq,
   buildJmiMessage,
@@ -1042,7 +1052,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
 
   /* ---------------- Jingle ---------------- */
 
-  const stopIq = conn.handleIq("set", "jingle", NS_JINGLE, (payload, ctx) => {
+  const handleJingle: IqHandler = (payload, ctx) => {
     let j: Jingle;
     try {
       j = parseJingle(payload as unknown as JingleElement);
@@ -1110,6 +1120,12 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         break;
     }
     return null;
+  };
+  const stopIq = jingleRouter(conn, log).register({
+    name: "calls",
+    owns: (sid) => sessions.has(sid),
+    takesInitiate: (jingle) => hasDescription(jingle, NS_RTP),
+    handle: handleJingle,
   });
 
   /** A session-initiate without JMI (Dino towards peers without JMI): acknowledged, then accepted or declined. */
