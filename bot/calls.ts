@@ -2,6 +2,12 @@
  * 1:1 audio/video calls the way Conversations and Dino place and answer them: XEP-0353 JMI, Jingle RTP over
  * ICE-UDP with DTLS-SRTP (werift), the DTLS fingerprint verified through OMEMO 0.3 (docs/protocol.md §1–§3, §8).
  *
+ * Also: the media-set checks (a session-initiate after JMI carries exactly the proposed media, a session-accept
+ * exactly the initiated contents, else `security-error`), the XEP-0353 existing-session rule (a new propose from a
+ * party with a running call migrates it: `<finish><expired/><migrated to/></finish>`), and the video upgrade:
+ * content-add / content-accept / content-reject renegotiated on werift (BUNDLE STUB transport as Conversations; a
+ * content with its own transport in Dino's unbundled sessions, accepted but not initiated by us).
+ *
  * @module
  */
 import type { Endpoint } from "./endpoint.ts";
@@ -23,6 +29,7 @@ import {
   candidateToSdp,
   contentMapToSdp,
   type Element as JingleElement,
+  emptyRtpDescription,
   type IceCandidate,
   type Jingle,
   type JingleAction,
@@ -49,6 +56,7 @@ import {
   sdpToContentMap,
   type SessionInfo,
   tieBreakReject,
+  trickleTransportInfo,
 } from "../jingle/mod.ts";
 import { acceptsAction, type CallDirection, type CallState, CallStateMachine } from "../jingle/session.ts";
 import { createPeer, type IceServerConfig, type MediaKind, type Peer } from "../media/webrtc.ts";
@@ -76,6 +84,9 @@ export interface CallsOptions {
   connectTimeoutMs?: number;
   /** More concurrent calls than this are rejected with `<busy/>`; default unlimited. */
   maxCalls?: number;
+  /** Accept a peer's content-add that adds video to an audio-only call (default true); every other
+   * content-add is answered with content-reject. */
+  acceptVideoUpgrade?: boolean;
 }
 
 /** Timestamps (`performance.timeOrigin`-based ms) of the steps of a call. */
@@ -116,8 +127,9 @@ export interface Call {
   readonly peer: Peer | undefined;
   /** Resolves once the call is active (media authenticated) — rejects if it ends before. */
   readonly connected: Promise<void>;
-  /** Resolves when the call ended, with the Jingle reason. */
-  readonly ended: Promise<{ reason: ReasonCondition; text?: string }>;
+  /** Resolves when the call ended, with the Jingle reason (`migratedTo`: the JMI `<finish/>` named the session
+   * that replaces this one, XEP-0353 `<migrated/>`). */
+  readonly ended: Promise<CallEnd>;
   /** What the other party told through XEP-0167 session-info. */
   readonly remoteInfo: RemoteInfo;
   /** The other party muted (any of) its media (`<mute/>` without unmute). */
@@ -126,10 +138,26 @@ export interface Call {
   readonly iceServers: readonly IceServerConfig[];
   /** Sends a XEP-0167 session-info (`ringing`, `active`, `mute`, …) once a Jingle session exists. */
   sendInfo(info: SessionInfo): Promise<void>;
+  /**
+   * Upgrades an active audio-only call to audio+video (XEP-0166 content-add of a video content on the existing
+   * BUNDLE transport, as Conversations does). Resolves true once the peer's content-accept is applied (video
+   * RTP can flow both ways), false when the peer answered content-reject (or did not answer in time). Throws when
+   * the call is not active, already has video, is not bundled, or the peer does not advertise
+   * `urn:xmpp:jingle:apps:rtp:video`.
+   */
+  addVideo(): Promise<boolean>;
   /** Subscribe to state changes. */
   onState(cb: (state: CallState) => void): () => void;
   /** Ends the call with the reason fitting the state (success, cancel, decline, retract, reject). */
   hangup(): Promise<void>;
+}
+
+/** How a call ended. */
+export interface CallEnd {
+  reason: ReasonCondition;
+  text?: string;
+  /** XEP-0353 `<finish><migrated to/></finish>`: the sid of the session that replaces this one. */
+  migratedTo?: string;
 }
 
 /** XEP-0167 session-info received from the other party. */
@@ -220,6 +248,35 @@ function iqError(
 
 const candKey = (c: IceCandidate) => `${c.protocol} ${c.ip} ${c.port} ${c.component}`;
 
+/**
+ * `map` with `added` contents: a content of the same name is replaced in place (an inactive m-line reused by a
+ * later upgrade), others are appended and joined to the BUNDLE group.
+ */
+function withContents(map: RtpContentMap, added: JingleContent[]): RtpContentMap {
+  const contents = map.contents.map((c) => added.find((a) => a.name === c.name) ?? c);
+  const fresh = added.filter((a) => !map.contents.some((c) => c.name === a.name));
+  contents.push(...fresh);
+  const groups = map.groups.map((g) =>
+    g.semantics === "BUNDLE"
+      ? {
+        ...g,
+        contents: [...g.contents, ...fresh.map((c) => c.name).filter((n) => !g.contents.includes(n))],
+      }
+      : g
+  );
+  return { contents, groups };
+}
+
+/** A video content that was refused and left inactive (its m-line stays in werift and may be reused). */
+function isIdleVideo(c: JingleContent | undefined): boolean {
+  return c?.senders === "none" && c.description?.kind === "rtp" && c.description.media === "video";
+}
+
+/** The media of RTP contents as a sorted list (`audio,video`); a content without RTP description counts as `?`. */
+function mediaList(contents: JingleContent[]): string {
+  return contents.map((c) => c.description?.kind === "rtp" ? c.description.media : "?").sort().join(",");
+}
+
 /** Registers the call features and handlers on `endpoint`. */
 export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {}): Promise<Calls> {
   const conn = endpoint.conn;
@@ -286,15 +343,25 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     contentMap?: RtpContentMap;
     localUfrag?: string;
     localPwd?: string;
+    /** Our ICE credentials per content name: one pair when bundled, one per content for an unbundled (Dino) offer. */
+    readonly localCreds = new Map<string, { ufrag?: string; pwd?: string }>();
     timer?: ReturnType<typeof setTimeout>;
     readonly remoteInfo: RemoteInfo = { ringing: false, active: false, held: false, muted: [] };
     iceServers: IceServerConfig[] = [];
     /** No JMI: a direct session-initiate (sent or received). */
     direct = false;
     readonly stateCbs = new Set<(s: CallState) => void>();
-    readonly endedP: Promise<{ reason: ReasonCondition; text?: string }>;
+    /** The peer's RTP contents as last applied (plain fingerprints): the base of every renegotiation. */
+    remoteMap?: RtpContentMap;
+    /** Our content-add waiting for content-accept / content-reject. */
+    pendingAdd?: { names: string[]; answer: (j: Jingle | undefined) => void };
+    /** A renegotiation (content-add, ours or the peer's) is under way: a second one is refused. */
+    renegotiating = false;
+    /** `o=` version of the SDPs we synthesise for werift; bumped per renegotiation. */
+    sdpVersion = 2;
+    readonly endedP: Promise<CallEnd>;
     readonly connectedP: Promise<void>;
-    #resolveEnded!: (r: { reason: ReasonCondition; text?: string }) => void;
+    #resolveEnded!: (r: CallEnd) => void;
     #resolveConnected!: () => void;
     #rejectConnected!: (e: Error) => void;
     readonly call: Call;
@@ -345,6 +412,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
           return s.iceServers;
         },
         sendInfo: (info) => this.sendInfo(info),
+        addVideo: () => this.addVideo(),
         onState(cb) {
           s.stateCbs.add(cb);
           return () => s.stateCbs.delete(cb);
@@ -361,8 +429,16 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       this.fsm.transition(to, why);
     }
 
+    /** Our Jingle role in this session (`author` of the SDPs / content maps we produce). */
+    get ourRole(): "initiator" | "responder" {
+      return this.direction === "outgoing" ? "initiator" : "responder";
+    }
+    get peerRole(): "initiator" | "responder" {
+      return this.direction === "outgoing" ? "responder" : "initiator";
+    }
+
     /** Ends locally (idempotent): closes media, resolves `ended`. Does not signal. */
-    finish(reason: JingleReason) {
+    finish(reason: JingleReason, migratedTo?: string) {
       if (this.fsm.ended) return;
       clearTimeout(this.timer);
       this.fsm.transition("ended", reason);
@@ -373,7 +449,11 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       this.#rejectConnected(
         new Error(`call ended: ${reason.condition}${reason.text ? ` (${reason.text})` : ""}`),
       );
-      this.#resolveEnded({ reason: reason.condition, ...(reason.text ? { text: reason.text } : {}) });
+      this.#resolveEnded({
+        reason: reason.condition,
+        ...(reason.text ? { text: reason.text } : {}),
+        ...(migratedTo ? { migratedTo } : {}),
+      });
     }
 
     /** Sends session-terminate (if a Jingle session can exist) and ends. */
@@ -414,6 +494,366 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       }
       const j: Jingle = { action: "session-info", sid: this.sid, contents: [], groups: [], info };
       await conn.iq(buildJingleIq(j, { to: this.peerJid, id: crypto.randomUUID() }) as unknown as Element);
+    }
+
+    /* ---- video upgrade: content-add / content-accept / content-reject (XEP-0166 §7.2, protocol.md §3.1) ---- */
+
+    /** The BUNDLE group of the session, if the peer bundled (Conversations does, Dino does not). */
+    bundle(): { semantics: string; contents: string[] } | undefined {
+      return this.remoteMap?.groups.find((g) => g.semantics === "BUNDLE");
+    }
+
+    /**
+     * The peer's content map extended by `added` (whose empty STUB transports borrow the BUNDLE transport), as SDP
+     * for werift. The DTLS `setup` is pinned to the role the handshake already settled (an `actpass` from the
+     * original offer inside an answer would make werift pick a role again); candidates are left out (ICE runs).
+     */
+    renegotiationSdp(added: JingleContent[]): { map: RtpContentMap; sdp: string } {
+      const base = this.remoteMap!;
+      const remoteSetup = this.peer!.dtlsRole() === "client" ? "passive" : "active";
+      const pin = (c: JingleContent): JingleContent => {
+        const t = c.transport;
+        // A new content with its own transport (unbundled, Dino) negotiates its own DTLS role and candidates.
+        if (t?.kind !== "ice-udp" || (added.includes(c) && t.ufrag)) return c;
+        const fp = t.fingerprint?.kind === "plain"
+          ? { ...t.fingerprint, setup: remoteSetup } as const
+          : undefined;
+        return { ...c, transport: { ...t, candidates: [], ...(fp ? { fingerprint: fp } : {}) } };
+      };
+      const map = withContents(base, added);
+      const sdp = contentMapToSdp({ contents: map.contents.map((c) => pin(c)), groups: map.groups }, {
+        author: this.peerRole,
+        sessionVersion: ++this.sdpVersion,
+      });
+      return { map, sdp };
+    }
+
+    /** Why a peer's content-add is refused (undefined = acceptable: audio-only call + one video content). */
+    contentAddRefusal(contents: JingleContent[]): string | undefined {
+      if (options.acceptVideoUpgrade === false) return "video upgrades are disabled";
+      if (this.media.join(",") !== "audio") return `not an audio-only call (media: ${this.media})`;
+      if (contents.length !== 1) {
+        return `${contents.length} contents added (only one video content is accepted)`;
+      }
+      const c = contents[0]!;
+      if (c.description?.kind !== "rtp" || c.description.media !== "video") {
+        return "the added content is not video";
+      }
+      if (c.description.payloadTypes.length === 0) return "the added video content offers no payload type";
+      if (c.senders === "none") return "the added content sends nothing either way";
+      const existing = this.contentMap?.contents.find((x) => x.name === c.name);
+      if (existing && !isIdleVideo(existing)) {
+        return `content '${c.name}' already exists`;
+      }
+      const t = c.transport;
+      if (t && t.kind !== "ice-udp") return "the added content has a non-ICE-UDP transport";
+      const lead = this.remoteMap!.contents[0]?.transport;
+      if (this.bundle()) {
+        if (t?.ufrag && lead?.kind === "ice-udp" && t.ufrag !== lead.ufrag) {
+          return "the added content has its own ICE credentials in a bundled session";
+        }
+      } else if (!t?.ufrag || !t.pwd || !t.fingerprint) {
+        // Unbundled (Dino): the new content brings its own ICE transport and DTLS fingerprint.
+        return "the added content of an unbundled session lacks its own ICE credentials or fingerprint";
+      }
+      if (t?.fingerprint) {
+        // Only the fingerprint already authenticated for this call may appear again (an OMEMO one is not decrypted
+        // here: a content-add cannot change the DTLS peer of the running transport anyway).
+        if (
+          t.fingerprint.kind === "plain" &&
+          normalizeFingerprint(t.fingerprint.value) !== this.remoteFingerprint
+        ) {
+          return "the added content carries a different DTLS fingerprint";
+        }
+        if (t.fingerprint.kind === "omemo" && !this.verification.omemo) {
+          return "the added content carries an OMEMO fingerprint in a call that is not OMEMO-verified";
+        }
+        if (t.fingerprint.kind === "plain" && this.verification.omemo) {
+          return "the added content carries a plain fingerprint in an OMEMO-verified call";
+        }
+      }
+      return undefined;
+    }
+
+    /** A content-add from the peer: acknowledged (the caller returns the IQ result), then accepted or rejected. */
+    onContentAdd(j: Jingle) {
+      if (this.renegotiating || this.pendingAdd) {
+        // Simultaneous content-adds: refuse theirs with a tie-break (XEP-0166 §7.2.1 / Conversations).
+        log.warn("content-add while a renegotiation is under way: tie-break", { sid: this.sid });
+        throw iqError("conflict", "cancel", "tie-break");
+      }
+      this.renegotiating = true;
+      const why = this.contentAddRefusal(j.contents);
+      // After the IQ result went out.
+      setTimeout(() => {
+        // Both paths clear `renegotiating` once werift's state is settled.
+        void (why === undefined
+          ? this.acceptContentAdd(j).catch((e) => this.rejectContentAdd(j, `renegotiation failed: ${e}`))
+          : this.rejectContentAdd(j, why));
+      }, 0);
+    }
+
+    async acceptContentAdd(j: Jingle) {
+      const add = j.contents[0]!;
+      const peer = this.peer!;
+      const bundled = !!this.bundle();
+      // Bundled (Conversations): the STUB transport borrows the running one. Unbundled (Dino): the content brings
+      // its own transport, whose fingerprint must be the one this call authenticated (decrypted if OMEMO).
+      const transport = bundled
+        ? { kind: "ice-udp" as const, candidates: [] }
+        : (await this.readFingerprints([add], this.verification.omemo))[0]!.transport;
+      const offered: JingleContent = {
+        creator: add.creator,
+        name: add.name,
+        ...(add.senders ? { senders: add.senders } : {}),
+        description: add.description,
+        transport,
+      };
+      const { map, sdp } = this.renegotiationSdp([offered]);
+      peer.enableMedia("video", false);
+      await peer.setRemoteDescription("offer", sdp);
+      const answer = await peer.createAnswer();
+      if (this.fsm.ended) return;
+      this.remoteMap = map;
+      const local = bundled
+        ? sdpToContentMap(answer, { author: this.ourRole, creator: "initiator" })
+        : this.localMap(answer, this.ourRole); // records the new transport's credentials and candidates
+      const mine = local.contents.find((c) => c.name === add.name);
+      if (mine?.description?.kind !== "rtp" || mine.description.payloadTypes.length === 0) {
+        throw new Error("no common video codec");
+      }
+      this.contentMap = withContents(this.contentMap!, [mine]);
+      await this.flushRemote(); // candidates trickled for the new content while we were answering
+      if (!this.media.includes("video")) this.media.push("video");
+      let content: JingleContent = {
+        creator: add.creator,
+        name: add.name,
+        ...(mine.senders ? { senders: mine.senders } : {}),
+        description: mine.description,
+        transport: bundled ? { kind: "ice-udp", candidates: [] } : mine.transport,
+      };
+      if (!bundled && this.verification.omemo && this.verification.deviceId !== undefined) {
+        content = (await this.encryptFingerprints([content], this.verification.deviceId))[0]!;
+      }
+      const accept: Jingle = { action: "content-accept", sid: this.sid, contents: [content], groups: [] };
+      log.info("video upgrade accepted (content-accept)", {
+        sid: this.sid,
+        content: add.name,
+        senders: add.senders,
+      });
+      // werift has applied the new offer/answer: the next content-add may come as soon as this answer arrives.
+      this.renegotiating = false;
+      await conn.iq(
+        buildJingleIq(accept, { to: this.peerJid, id: crypto.randomUUID() }) as unknown as Element,
+      );
+    }
+
+    /** content-reject with stub description + transport (as Conversations answers). Never throws. */
+    async rejectContentAdd(j: Jingle, why: string) {
+      log.warn("content-add rejected", { sid: this.sid, contents: j.contents.map((c) => c.name), why });
+      this.renegotiating = false;
+      if (this.fsm.ended) return;
+      const reject: Jingle = {
+        action: "content-reject",
+        sid: this.sid,
+        contents: j.contents.map((c) => ({
+          creator: c.creator,
+          name: c.name,
+          description: emptyRtpDescription(c.description?.kind === "rtp" ? c.description.media : "video"),
+          transport: { kind: "ice-udp", candidates: [] },
+        })),
+        groups: [],
+        reason: { condition: "failed-application", text: why },
+      };
+      await conn.iq(
+        buildJingleIq(reject, { to: this.peerJid, id: crypto.randomUUID() }) as unknown as Element,
+      )
+        .catch((e) => log.debug("content-reject not acknowledged", { sid: this.sid, error: String(e) }));
+    }
+
+    /** A content-accept / content-reject answering our content-add. */
+    onContentAnswer(j: Jingle) {
+      const p = this.pendingAdd;
+      const names = j.contents.map((c) => c.name).sort().join(",");
+      if (!p || names !== [...p.names].sort().join(",")) {
+        log.warn("content answer without a matching content-add", { sid: this.sid, action: j.action, names });
+        throw iqError("unexpected-request", "wait", "out-of-order");
+      }
+      this.pendingAdd = undefined;
+      p.answer(j);
+    }
+
+    /** A content-remove: the peer stops a content (we stop sending on it) or retracts its pending content-add. */
+    onContentRemove(j: Jingle) {
+      for (const c of j.contents) {
+        const known = this.contentMap?.contents.find((x) => x.name === c.name);
+        const media = known?.description?.kind === "rtp" ? known.description.media : undefined;
+        log.info("content removed by peer", { sid: this.sid, content: c.name, media });
+        if (known && media === "video" && this.media.includes("video") && this.media.includes("audio")) {
+          this.peer?.disableMedia("video");
+          this.media.splice(this.media.indexOf("video"), 1);
+          // The m-line stays (inactive) in werift: modelled as an idle video content a later upgrade reuses.
+          const idle = (m?: RtpContentMap) => {
+            const x = m?.contents.find((y) => y.name === c.name);
+            if (x) x.senders = "none";
+          };
+          idle(this.contentMap);
+          if (this.remoteMap !== this.contentMap) idle(this.remoteMap);
+        }
+      }
+    }
+
+    /**
+     * A content-modify (a `senders` change: Dino turning its camera on/off, C-new asking for `both`): recorded and
+     * acknowledged. Answering it with an error would end the call in Conversations; the media plane keeps its
+     * directions (what we send that the peer no longer wants is dropped by it).
+     */
+    onContentModify(j: Jingle) {
+      for (const c of j.contents) {
+        const known = this.contentMap?.contents.find((x) => x.name === c.name);
+        if (!known) {
+          log.warn("content-modify for an unknown content", { sid: this.sid, content: c.name });
+          throw iqError("bad-request", "modify", undefined, `unknown content '${c.name}'`);
+        }
+        const senders = c.senders ?? "both";
+        log.info("content-modify from peer", { sid: this.sid, content: c.name, senders });
+        const set = (m?: RtpContentMap) => {
+          const x = m?.contents.find((y) => y.name === c.name);
+          if (!x) return;
+          if (senders === "both") delete x.senders;
+          else x.senders = senders;
+        };
+        set(this.contentMap);
+        if (this.remoteMap !== this.contentMap) set(this.remoteMap);
+      }
+    }
+
+    async addVideo(): Promise<boolean> {
+      if (this.state !== "active" || !this.peer) throw new Error(`no active call (state ${this.state})`);
+      if (this.media.includes("video")) throw new Error("the call already has video");
+      if (this.renegotiating || this.pendingAdd) throw new Error("a renegotiation is already under way");
+      if (!this.bundle()) throw new Error("the session is not bundled; a video upgrade needs BUNDLE");
+      const info = await queryDiscoInfo(conn, this.peerJid, undefined, 5_000);
+      if (!info.features.includes(NS_RTP_VIDEO)) {
+        throw new Error(`${this.peerJid} does not advertise ${NS_RTP_VIDEO}`);
+      }
+      if (this.state !== "active" || this.renegotiating || this.pendingAdd) {
+        throw new Error("the call changed while asking for the peer's features");
+      }
+      this.renegotiating = true;
+      const peer = this.peer;
+      try {
+        peer.enableMedia("video", true);
+        const offer = await peer.createOffer();
+        const local = sdpToContentMap(offer, { author: this.ourRole, creator: "initiator" });
+        // New m-lines, or the inactive one of an earlier refused upgrade that werift reuses.
+        const known = new Set(this.contentMap!.contents.filter((c) => !isIdleVideo(c)).map((c) => c.name));
+        const added = local.contents.filter((c) => !known.has(c.name));
+        if (added.length !== 1 || added[0]!.description?.kind !== "rtp") {
+          throw new Error(`werift offered ${added.length} new contents for the video upgrade`);
+        }
+        const video = added[0]!;
+        const stub: JingleContent = {
+          creator: "initiator",
+          name: video.name,
+          ...(video.senders ? { senders: video.senders } : {}),
+          description: video.description,
+          transport: { kind: "ice-udp", candidates: [] },
+        };
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const answered = new Promise<Jingle | undefined>((resolve) => {
+          this.pendingAdd = { names: [video.name], answer: resolve };
+          timer = setTimeout(() => resolve(undefined), connectTimeoutMs);
+          void this.endedP.then(() => resolve(undefined));
+        });
+        const answeredDone = () => clearTimeout(timer);
+        log.info("video upgrade: content-add", { sid: this.sid, content: video.name });
+        try {
+          await conn.iq(
+            buildJingleIq(
+              { action: "content-add", sid: this.sid, contents: [stub], groups: [] },
+              { to: this.peerJid, id: crypto.randomUUID() },
+            ) as unknown as Element,
+          );
+        } catch (e) {
+          this.pendingAdd = undefined;
+          answeredDone();
+          log.warn("content-add refused by the peer", { sid: this.sid, error: String(e) });
+          await this.rollbackVideoOffer(stub);
+          return false;
+        }
+        const answer = await answered;
+        answeredDone();
+        this.pendingAdd = undefined;
+        if (this.fsm.ended) return false;
+        if (!answer || answer.action === "content-reject") {
+          log.info("video upgrade refused", {
+            sid: this.sid,
+            why: answer ? answer.reason?.text ?? answer.reason?.condition ?? "content-reject" : "no answer",
+          });
+          if (!answer) {
+            // Retract the unanswered content-add (XEP-0166 content-remove).
+            void conn.iq(
+              buildJingleIq(
+                {
+                  action: "content-remove",
+                  sid: this.sid,
+                  contents: [{ creator: "initiator", name: video.name }],
+                  groups: [],
+                },
+                { to: this.peerJid, id: crypto.randomUUID() },
+              ) as unknown as Element,
+            ).catch(() => {});
+          }
+          await this.rollbackVideoOffer(stub);
+          return false;
+        }
+        const acc = answer.contents[0]!;
+        if (acc.description?.kind !== "rtp" || acc.description.media !== "video") {
+          throw new CallError("incompatible-parameters", "content-accept without a video description");
+        }
+        const t = acc.transport;
+        if (
+          t?.kind === "ice-udp" && t.fingerprint?.kind === "plain" &&
+          normalizeFingerprint(t.fingerprint.value) !== this.remoteFingerprint
+        ) {
+          throw new CallError("security-error", "content-accept carries a different DTLS fingerprint");
+        }
+        const accepted: JingleContent = {
+          creator: acc.creator,
+          name: acc.name,
+          ...(acc.senders ? { senders: acc.senders } : {}),
+          description: acc.description,
+          transport: { kind: "ice-udp", candidates: [] },
+        };
+        const { map, sdp } = this.renegotiationSdp([accepted]);
+        await peer.setRemoteDescription("answer", sdp);
+        this.remoteMap = map;
+        this.contentMap = withContents(this.contentMap!, [stub]);
+        if (!this.media.includes("video")) this.media.push("video");
+        log.info("video upgrade accepted by peer", { sid: this.sid, content: video.name });
+        return true;
+      } catch (e) {
+        if (e instanceof CallError) this.fail(e);
+        throw e;
+      } finally {
+        this.renegotiating = false;
+      }
+    }
+
+    /** Our video offer was refused: werift gets an answer that leaves the video section inactive. */
+    async rollbackVideoOffer(offered: JingleContent) {
+      this.peer?.disableMedia("video");
+      if (this.fsm.ended) return;
+      const { map, sdp } = this.renegotiationSdp([{ ...offered, senders: "none" }]);
+      try {
+        await this.peer!.setRemoteDescription("answer", sdp);
+        // werift keeps the (now inactive) m-line: track it, a later upgrade reuses it.
+        this.remoteMap = map;
+        this.contentMap = withContents(this.contentMap!, [{ ...offered, senders: "none" }]);
+      } catch (e) {
+        log.warn("video rollback failed", { sid: this.sid, error: String(e) });
+      }
     }
 
     /** A received session-info payload. */
@@ -540,35 +980,32 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     flushLocal() {
       const map = this.contentMap;
       if (!map) return;
+      const later: typeof this.pendingLocal = [];
       while (this.pendingLocal.length) {
-        const { mid, candidate } = this.pendingLocal.shift()!;
+        const p = this.pendingLocal.shift()!;
+        const { mid, candidate } = p;
         const key = candKey(candidate);
         if (this.sentLocal.has(key)) continue;
+        const content = map.contents.find((c) => c.name === mid);
+        if (!content) {
+          // A transport of a content still being negotiated (our unbundled content-add): sent with it.
+          later.push(p);
+          continue;
+        }
         this.sentLocal.add(key);
-        const content = map.contents.find((c) => c.name === mid) ?? map.contents[0]!;
-        const j: Jingle = {
-          action: "transport-info",
-          sid: this.sid,
-          contents: [{
-            creator: "initiator",
-            name: content.name,
-            ...(content.senders ? { senders: content.senders } : {}),
-            transport: {
-              kind: "ice-udp",
-              ...(this.localUfrag ? { ufrag: this.localUfrag } : {}),
-              ...(this.localPwd ? { pwd: this.localPwd } : {}),
-              candidates: [candidate],
-            },
-          }],
-          groups: [],
-        };
+        const creds = this.localCreds.get(content.name) ?? { ufrag: this.localUfrag, pwd: this.localPwd };
+        const j = trickleTransportInfo(this.sid, content, creds, candidate);
         void conn.iq(buildJingleIq(j, { to: this.peerJid, id: crypto.randomUUID() }) as unknown as Element)
           .catch((e) => log.debug("transport-info failed", { sid: this.sid, error: String(e) }));
       }
+      this.pendingLocal.push(...later);
     }
 
     async addRemote(content: string, candidate: IceCandidate, ufrag?: string) {
-      if (!this.remoteDescriptionSet || !this.peer) {
+      const unknownYet = this.renegotiating && !this.contentMap?.contents.some((c) => c.name === content);
+      if (!this.remoteDescriptionSet || !this.peer || unknownYet) {
+        // Before the description that names this content was applied (e.g. Dino trickling candidates of a new
+        // content while we answer its content-add): kept until then.
         this.pendingRemote.push({ content, candidate, ...(ufrag ? { ufrag } : {}) });
         return;
       }
@@ -603,6 +1040,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       // Include the candidates gathered so far (Conversations pitfall: candidates in session-accept).
       for (const c of map.contents) {
         if (c.transport?.kind !== "ice-udp") continue;
+        this.localCreds.set(c.name, { ufrag: c.transport.ufrag, pwd: c.transport.pwd });
         for (const cand of c.transport.candidates) this.sentLocal.add(candKey(cand));
       }
       const lead = map.contents[0];
@@ -806,13 +1244,26 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     async onSessionAccept(j: Jingle) {
       this.phases.accept = now();
       clearTimeout(this.timer);
+      // Conversations: the accepted contents must be the initiated ones, with the same media (else security-error).
+      const offered = this.contentMap!.contents;
+      const sig = (cs: JingleContent[]) =>
+        cs.map((c) => `${c.name}=${c.description?.kind === "rtp" ? c.description.media : "?"}`).sort().join(
+          ",",
+        );
+      if (sig(j.contents) !== sig(offered)) {
+        log.warn("session-accept contents differ from the session-initiate", {
+          sid: this.sid,
+          initiated: sig(offered),
+          accepted: sig(j.contents),
+        });
+        throw new CallError(
+          "security-error",
+          `session-accept contents [${sig(j.contents)}] differ from the initiated [${sig(offered)}]`,
+        );
+      }
       const contents = await this.readFingerprints(j.contents, this.sentVerified || verify === "require");
-      const sdp = contentMapToSdp(
-        { contents, groups: j.groups.length ? j.groups : this.contentMap!.groups },
-        {
-          author: "responder",
-        },
-      );
+      this.remoteMap = { contents, groups: j.groups.length ? j.groups : this.contentMap!.groups };
+      const sdp = contentMapToSdp(this.remoteMap, { author: "responder" });
       await this.peer!.setRemoteDescription("answer", sdp);
       await this.flushRemote();
       await this.awaitMedia();
@@ -888,9 +1339,23 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
           throw new CallError("security-error", `initiator offered setup='${t.fingerprint.setup}'`);
         }
       }
+      // Conversations: a session-initiate after JMI must carry exactly the proposed media (else the peer could
+      // turn an accepted audio call into a video call, or add contents nobody agreed to).
+      if (!this.direct && mediaList(j.contents) !== [...this.media].sort().join(",")) {
+        log.warn("session-initiate media differ from the JMI propose", {
+          sid: this.sid,
+          proposed: this.media,
+          initiated: mediaList(j.contents),
+        });
+        throw new CallError(
+          "security-error",
+          `session-initiate media [${mediaList(j.contents)}] differ from the proposed [${this.media}]`,
+        );
+      }
       const contents = await this.readFingerprints(j.contents, verify === "require");
       const offerMap: RtpContentMap = { contents, groups: j.groups };
       this.contentMap = offerMap;
+      this.remoteMap = offerMap;
       const peer = await this.ensureMedia();
       await peer.setRemoteDescription("offer", contentMapToSdp(offerMap, { author: "initiator" }));
       await this.flushRemote();
@@ -970,6 +1435,27 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         // wins. The loser's propose is rejected with a tie-break reason; the holder of the higher sid retracts it
         // likewise and answers the winning propose without asking.
         let auto = false;
+        // XEP-0353 v0.8 existing-session rule: a propose from a party we already have a running call with (e.g. its
+        // client restarted mid-call) replaces that call: <finish/> the old one with <expired/> + <migrated to/>,
+        // then proceed with the new one without asking again.
+        const running = [...sessions.values()].find((o) =>
+          !o.fsm.ended && (o.state === "proceeding" || o.state === "initiated" || o.state === "accepted" ||
+            o.state === "active") &&
+          jidEquals(bare(o.peerJid), bare(from))
+        );
+        if (running) {
+          log.info("propose from a party with a running call: migrating the call", {
+            old: running.sid,
+            new: a.id,
+            from,
+          });
+          void sendJmi(
+            { action: "finish", id: running.sid, reason: { condition: "expired" }, migratedTo: a.id },
+            running.peerJid,
+          ).catch(() => {});
+          running.finish({ condition: "expired", text: `migrated to ${a.id}` }, a.id);
+          auto = true;
+        }
         const mine = [...sessions.values()].find((o) =>
           o.direction === "outgoing" && !o.direct && (o.state === "proposed" || o.state === "ringing") &&
           jidEquals(bare(o.peerJid), bare(from))
@@ -1041,9 +1527,20 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         return;
       case "finish":
         if (s && jidEquals(bare(from), bare(s.peerJid)) && !s.fsm.ended) {
-          log.info("call finished by peer (JMI finish)", { sid: a.id, reason: a.reason?.condition });
-          s.finish(a.reason ?? { condition: "success" });
-        } else log.debug("JMI finish for an ended call", { sid: a.id, from, reason: a.reason?.condition });
+          log.info("call finished by peer (JMI finish)", {
+            sid: a.id,
+            reason: a.reason?.condition,
+            ...(a.migratedTo ? { migratedTo: a.migratedTo } : {}),
+          });
+          s.finish(a.reason ?? { condition: "success" }, a.migratedTo);
+        } else {
+          log.debug("JMI finish for an ended call", {
+            sid: a.id,
+            from,
+            reason: a.reason?.condition,
+            ...(a.migratedTo ? { migratedTo: a.migratedTo } : {}),
+          });
+        }
         return;
       default:
         return;
@@ -1078,7 +1575,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     }
     if (!earlyDirect && !acceptsAction(s.direction, s.state, j.action as JingleAction)) {
       if (
-        j.action === "content-add" || j.action === "content-modify" || j.action === "description-info" ||
+        j.action === "description-info" ||
         j.action === "security-info" || j.action === "transport-replace"
       ) {
         log.warn("unsupported jingle action", { sid: j.sid, action: j.action });
@@ -1117,6 +1614,19 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
           throw iqError("feature-not-implemented", "modify", "unsupported-info");
         }
         if (j.info) s.onInfo(j.info);
+        break;
+      case "content-add":
+        s.onContentAdd(j);
+        break;
+      case "content-accept":
+      case "content-reject":
+        s.onContentAnswer(j);
+        break;
+      case "content-remove":
+        s.onContentRemove(j);
+        break;
+      case "content-modify":
+        s.onContentModify(j);
         break;
     }
     return null;

@@ -11,7 +11,7 @@
 import type { Logger } from "../xmpp/mod.ts";
 
 /** Which program is parsing (some flags exist only for one). */
-export type Tool = "bot" | "call";
+export type Tool = "bot" | "call" | "send-file";
 
 /** A media source, as `media/sources.ts` takes it. */
 export type SourceSpec =
@@ -51,10 +51,23 @@ export interface CliConfig {
   echo: boolean;
   maxCallSeconds?: number;
   maxCalls?: number;
+  /** Receive files into this directory (file transfer off without it). */
+  downloadDir?: string;
+  /** Largest file received, bytes (default 1 GiB). */
+  maxFileSize: number;
+  /** Unencrypted (non-JET) file offers: refuse (default) or accept. */
+  filesUnencrypted: "accept" | "refuse";
+  /** The chat command "send NAME" answers with files from here. */
+  filesDir?: string;
   // call
   peer?: string;
   video: boolean;
   durationSeconds?: number;
+  // send-file
+  /** File to send. */
+  path?: string;
+  transport: "auto" | "s5b" | "ibb";
+  encrypt: boolean;
 }
 
 /** A bad flag or value: the message is for the user; exit status 2. */
@@ -76,6 +89,8 @@ interface FlagDef {
 }
 
 const both: Tool[] = ["bot", "call"];
+/** Connection and output flags every tool has. */
+const all: Tool[] = ["bot", "call", "send-file"];
 const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 const def = (
   name: string,
@@ -86,18 +101,21 @@ const def = (
 
 /** Every flag, in `--help` order. */
 export const FLAGS: readonly FlagDef[] = [
-  def("jid", "string", "account JID (bare or full)", { arg: "JID", env: "XMPP_JID" }),
+  def("jid", "string", "account JID (bare or full)", { arg: "JID", env: "XMPP_JID", tools: all }),
   def("password", "string", "account password (prefer the environment: flags show in `ps`)", {
     arg: "PASSWORD",
     env: "XMPP_PASSWORD",
+    tools: all,
   }),
   def("server", "string", "where to connect; default the JID's domain on port 5222", {
     arg: "HOST:PORT",
     env: "XMPP_SERVER",
+    tools: all,
   }),
-  def("store", "string", "OMEMO state directory; default ./.callbot/<bare JID>", { arg: "DIR" }),
+  def("store", "string", "OMEMO state directory; default ./.callbot/<bare JID>", { arg: "DIR", tools: all }),
   def("trust", "string", "new OMEMO devices: blind (trusted until verified, default) or manual", {
     arg: "blind|manual",
+    tools: all,
   }),
   def("verify", "string", "OMEMO verification of the DTLS fingerprint: require, prefer (default) or off", {
     arg: "require|prefer|off",
@@ -112,13 +130,18 @@ export const FLAGS: readonly FlagDef[] = [
   def("record-dir", "string", "record each call's incoming media and write <sid>.json records here", {
     arg: "DIR",
   }),
-  def("json", "boolean", "print one JSON call record per line on stdout"),
-  def("ca", "string", "trust this CA / self-signed server certificate (PEM file)", { arg: "FILE" }),
+  def("json", "boolean", "print one JSON call (or file transfer) record per line on stdout", { tools: all }),
+  def("ca", "string", "trust this CA / self-signed server certificate (PEM file)", {
+    arg: "FILE",
+    tools: all,
+  }),
   def("config", "string", "JSON file with the same keys as the flags (camelCase or as spelled here)", {
     arg: "FILE",
+    tools: all,
   }),
   def("log-level", "string", "debug, info (default), warn, error or silent; logs go to stderr", {
     arg: "LEVEL",
+    tools: all,
   }),
   def("allow", "list", "accept calls and commands only from this JID (repeatable); default everyone", {
     arg: "JID",
@@ -128,21 +151,50 @@ export const FLAGS: readonly FlagDef[] = [
   def("echo", "boolean", "send the caller's media back instead of --play", { tools: ["bot"] }),
   def("max-call-seconds", "number", "hang up calls after this long", { arg: "S", tools: ["bot"] }),
   def("max-calls", "number", "concurrent calls; more are rejected as busy", { arg: "N", tools: ["bot"] }),
+  def("download-dir", "string", "receive files (Jingle file transfer, JET-OMEMO) into this directory", {
+    arg: "DIR",
+    tools: ["bot"],
+  }),
+  def("max-file-size", "string", "largest file received: bytes or with K/M/G (default 1G)", {
+    arg: "SIZE",
+    tools: ["bot"],
+  }),
+  def("files-unencrypted", "string", "unencrypted file offers: refuse (default) or accept", {
+    arg: "accept|refuse",
+    tools: ["bot"],
+  }),
+  def("files-dir", "string", 'the chat command "send NAME" sends that file from this directory', {
+    arg: "DIR",
+    tools: ["bot"],
+  }),
+  def("transport", "string", "auto (SOCKS5, then IBB; default), s5b or ibb", {
+    arg: "auto|s5b|ibb",
+    tools: ["send-file"],
+  }),
+  def("no-encrypt", "boolean", "send without JET-OMEMO (default: encrypted, refused if the peer can't)", {
+    tools: ["send-file"],
+  }),
   def("video", "boolean", "audio+video call (default audio only)", { tools: ["call"] }),
   def("duration", "number", "hang up after this long (default: when the peer hangs up)", {
     arg: "S",
     tools: ["call"],
   }),
-  def("help", "boolean", "show this help"),
+  def("help", "boolean", "show this help", { tools: all }),
 ];
 
 /** `--help` text for `tool`. */
 export function helpText(tool: Tool): string {
   const usage = tool === "bot"
     ? "deno task bot [flags]\n\nAnswers XMPP calls (OMEMO-verified Jingle RTP); chat commands from allowed JIDs:\n" +
-      '"status" (calls in progress) and "call me". SIGINT/SIGTERM hang up, finish recordings and exit 0.'
-    : "deno task call JID [flags]\n\nCalls JID (bare JID, XEP-0353), sends --play, optionally records;\n" +
-      "exit status 0 when the call connected and ended normally.";
+      '"status" (calls in progress), "call me", and with --files-dir "files" or "file" (list) and "send NAME" (a file).\n' +
+      "With --download-dir it receives files (JET-OMEMO; plain only with --files-unencrypted accept).\n" +
+      "SIGINT/SIGTERM hang up, finish recordings and exit 0."
+    : tool === "call"
+    ? "deno task call JID [flags]\n\nCalls JID (bare JID, XEP-0353), sends --play, optionally records;\n" +
+      "exit status 0 when the call connected and ended normally."
+    : "deno task send-file JID PATH [flags]\n\nSends the file at PATH to JID over Jingle file transfer, JET-OMEMO\n" +
+      "encrypted unless --no-encrypt. JID must be a full JID (user@domain/resource). A progress bar on a\n" +
+      "terminal; --json prints the transfer record. Exit status 0 when the receiver confirmed the file.";
   const rows = FLAGS.filter((f) => f.tools.includes(tool)).map((f) => {
     const left = `  --${f.name}${f.arg ? ` ${f.arg}` : ""}`;
     const env = f.env ? ` [env ${f.env}]` : "";
@@ -217,6 +269,17 @@ function oneOf<T extends string>(flag: string, v: unknown, allowed: readonly T[]
     throw new CliError(`--${flag}: expected ${allowed.join(", ")}; got "${v}"`);
   }
   return v as T;
+}
+
+/** `1048576`, `512K`, `10M`, `1G` (powers of 1024) → bytes. */
+export function parseSize(flag: string, v: unknown): number {
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(String(v).trim());
+  if (!m) throw new CliError(`--${flag}: expected bytes or a size like 10M or 1G, got "${v}"`);
+  const n = Number(m[1]) * 1024 ** "_kmgt".indexOf((m[2] || "_").toLowerCase());
+  if (!Number.isFinite(n) || n <= 0 || n > Number.MAX_SAFE_INTEGER) {
+    throw new CliError(`--${flag}: out of range: "${v}"`);
+  }
+  return Math.floor(n);
 }
 
 /** Inputs of {@link parseCli} that come from outside the argument list. */
@@ -316,6 +379,10 @@ export function parseCli(tool: Tool, args: readonly string[], inputs: CliInputs 
     answerDelayMs: 0,
     echo: false,
     video: false,
+    maxFileSize: 1024 ** 3,
+    filesUnencrypted: "refuse" as const,
+    transport: "auto" as const,
+    encrypt: true,
     play: { audio: { type: "tone", frequency: 440 }, video: { type: "testvideo" } } as PlaySpec,
   };
   if (help) {
@@ -327,6 +394,14 @@ export function parseCli(tool: Tool, args: readonly string[], inputs: CliInputs 
     const peer = positional[0] ?? file.get("peer") as string | undefined;
     if (!peer) throw new CliError("missing the JID to call: deno task call JID [flags]");
     checkJid("JID to call", peer);
+  } else if (tool === "send-file") {
+    if (positional.length !== 2) throw new CliError("usage: deno task send-file JID PATH [flags]");
+    checkJid("JID to send to", positional[0]!);
+    if (!positional[0]!.includes("/")) {
+      throw new CliError(
+        `send-file needs the receiver's full JID (user@domain/resource), got "${positional[0]}"`,
+      );
+    }
   } else if (positional.length) {
     throw new CliError(`unexpected argument "${positional[0]}" (see --help)`);
   }
@@ -381,6 +456,31 @@ export function parseCli(tool: Tool, args: readonly string[], inputs: CliInputs 
       if (out.maxCallSeconds === 0) throw new CliError("--max-call-seconds must be > 0");
     }
     if (get("maxCalls") !== undefined) out.maxCalls = positiveNumber("max-calls", get("maxCalls"), true);
+    const downloadDir = get("downloadDir") as string | undefined;
+    if (downloadDir !== undefined) {
+      if (!downloadDir) throw new CliError("--download-dir: empty path");
+      out.downloadDir = downloadDir;
+    }
+    if (get("maxFileSize") !== undefined) out.maxFileSize = parseSize("max-file-size", get("maxFileSize"));
+    if (get("filesUnencrypted") !== undefined) {
+      out.filesUnencrypted = oneOf(
+        "files-unencrypted",
+        get("filesUnencrypted"),
+        ["accept", "refuse"] as const,
+      );
+    }
+    const filesDir = get("filesDir") as string | undefined;
+    if (filesDir !== undefined) {
+      if (!filesDir) throw new CliError("--files-dir: empty path");
+      out.filesDir = filesDir;
+    }
+  } else if (tool === "send-file") {
+    out.peer = positional[0]!;
+    out.path = positional[1]!;
+    if (get("transport") !== undefined) {
+      out.transport = oneOf("transport", get("transport"), ["auto", "s5b", "ibb"] as const);
+    }
+    out.encrypt = get("noEncrypt") !== true;
   } else {
     out.peer = positional[0] ?? file.get("peer") as string;
     out.video = get("video") === true;

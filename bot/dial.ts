@@ -11,7 +11,7 @@
 import type { Endpoint } from "./endpoint.ts";
 import { setupCalls } from "./calls.ts";
 import { type CliConfig, cliOrExit, stderrLogger } from "./cli.ts";
-import { runCall } from "./call_runner.ts";
+import { checkPlay, runCall } from "./call_runner.ts";
 import { type CallRecord, emitRecord, summarize } from "./records.ts";
 import { signIn } from "./main.ts";
 import type { Logger } from "../xmpp/mod.ts";
@@ -35,6 +35,7 @@ export interface DialResult {
 /** Places `config.peer` a call and waits for it to end; emits the record per `--json` / `--record-dir`. */
 export async function dial(config: CliConfig, options: DialOptions = {}): Promise<DialResult> {
   if (!config.peer) throw new Error("no peer to call");
+  await checkPlay(config.play); // a bad --play file fails here, before signing in and ringing anyone
   const log = options.logger ?? stderrLogger(config.logLevel);
   const endpoint = options.endpoint ?? await signIn(config, log);
   const calls = await setupCalls(endpoint, { verify: config.verify, logger: log });

@@ -1,7 +1,9 @@
 /**
  * `deno task bot`: the answering bot. Signs in, publishes its OMEMO device, answers calls (allow-list,
  * answer delay, busy beyond `--max-calls`, time limit), plays `--play` or echoes, records each call under
- * `--record-dir`, and answers OMEMO chat commands from allowed JIDs: `status` and `call me`.
+ * `--record-dir`, and answers OMEMO chat commands from allowed JIDs: `status` and `call me`. With
+ * `--download-dir` it receives files (Jingle file transfer, JET-OMEMO; see bot/files.ts) from allowed JIDs, and
+ * with `--files-dir` it answers "files" (the list) and "send NAME" (that file, to the asking device).
  * SIGINT/SIGTERM hang up every call (session-terminate), finish recordings, close and exit 0.
  *
  * {@link startBot} is the same bot as a library (the demo and the tests run it in-process).
@@ -14,6 +16,7 @@ import { bareJid, type CliConfig, cliOrExit, stderrLogger } from "./cli.ts";
 import { type CallRun, runCall } from "./call_runner.ts";
 import { type CallRecord, emitRecord, summarize } from "./records.ts";
 import type { Logger } from "../xmpp/mod.ts";
+import { type FileTransfers, setupFileTransfer, summarizeTransfer, type TransferRecord } from "./files.ts";
 
 /** A running bot. */
 export interface Bot {
@@ -23,6 +26,8 @@ export interface Bot {
   readonly active: ReadonlyMap<string, CallRun>;
   /** Every record so far (also emitted per `--json` / `--record-dir`). */
   readonly records: CallRecord[];
+  /** File transfer, when `--download-dir` or `--files-dir` is set. */
+  readonly files?: FileTransfers;
   /** Subscribes to call records as calls end. */
   onRecord(cb: (r: CallRecord) => void): () => void;
   /** Hangs up all calls, waits for their records, stops calls and (if it opened it) the endpoint. */
@@ -125,6 +130,36 @@ export async function startBot(config: CliConfig, options: BotOptions = {}): Pro
     return run;
   };
 
+  if (config.downloadDir) await Deno.mkdir(config.downloadDir, { recursive: true, mode: 0o700 });
+  if (config.filesDir && !(await Deno.stat(config.filesDir)).isDirectory) {
+    throw new Error(`--files-dir ${config.filesDir} is not a directory`);
+  }
+  const files = config.downloadDir || config.filesDir
+    ? await setupFileTransfer(endpoint, {
+      logger: log,
+      ...(config.downloadDir ? { downloadDir: config.downloadDir } : {}),
+      maxFileSize: config.maxFileSize,
+      encryption: config.filesUnencrypted === "accept" ? "prefer" : "require",
+      accept: (offer, from) => {
+        if (stopping) return false;
+        if (!allowed(from)) {
+          log.warn("file refused: not on the allow-list", { from, name: offer.file.name });
+          return false;
+        }
+        return true;
+      },
+    })
+    : undefined;
+  const trackTransfer = (done: Promise<TransferRecord>) => {
+    const p = done.then((record) => {
+      if (config.json) console.log(JSON.stringify(record));
+      else if (summaries) log.info(`file transfer ended\n${summarizeTransfer(record)}`);
+    });
+    pending.add(p);
+    p.finally(() => pending.delete(p));
+  };
+  const offFiles = files?.onIncoming((t) => trackTransfer(t.done));
+
   const offIncoming = calls.onIncoming((call) => {
     const run = track(call);
     // Refused by accept(): the record says why.
@@ -153,8 +188,28 @@ export async function startBot(config: CliConfig, options: BotOptions = {}): Pro
         log.warn("call back failed", { peer: m.peer, error: String(e) });
         void reply(`cannot call you: ${e instanceof Error ? e.message : e}`);
       });
+    } else if (config.filesDir && (command === "files" || command === "file")) {
+      void listFiles(config.filesDir).then((names) =>
+        reply(names.length ? `files:\n${names.join("\n")}` : "no files to send")
+      );
+    } else if (config.filesDir && files && command.startsWith("send ")) {
+      if (stopping || m.from === m.peer) return;
+      const name = m.body.trim().slice(5).trim();
+      void safeLookup(config.filesDir, name).then(async (path) => {
+        if (!path) return void reply(`no file "${name}" (ask "files" for the list)`);
+        log.info("sending file on request", { peer: m.from, name });
+        try {
+          const t = await files.send(m.from, path);
+          trackTransfer(t.done);
+        } catch (e) {
+          log.warn("cannot send file", { peer: m.from, error: String(e) });
+          void reply(`cannot send ${name}: ${e instanceof Error ? e.message : e}`);
+        }
+      });
     } else if (command === "help") {
-      void reply('commands: "status", "call me", "call me video"');
+      void reply(
+        `commands: "status", "call me", "call me video"${config.filesDir ? ', "files", "send NAME"' : ""}`,
+      );
     }
   });
 
@@ -169,6 +224,7 @@ export async function startBot(config: CliConfig, options: BotOptions = {}): Pro
   return {
     endpoint,
     calls,
+    ...(files ? { files } : {}),
     active,
     records,
     onRecord(cb) {
@@ -180,6 +236,8 @@ export async function startBot(config: CliConfig, options: BotOptions = {}): Pro
         stopping = true;
         offIncoming();
         offChat();
+        offFiles?.();
+        await files?.stop().catch(() => {});
         await Promise.all([...active.values()].map((r) => r.hangup("shutdown").catch(() => {})));
         // Calls still ringing (not tracked) end through calls.stop().
         while (pending.size) await Promise.all([...pending]);
@@ -188,6 +246,31 @@ export async function startBot(config: CliConfig, options: BotOptions = {}): Pro
       })();
     },
   };
+}
+
+/** Regular files directly in `dir` (what "send NAME" can send). */
+async function listFiles(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for await (const e of Deno.readDir(dir)) if (e.isFile && !e.name.startsWith(".")) names.push(e.name);
+  return names.sort();
+}
+
+/**
+ * The path of `name` inside `dir`, or undefined: a plain name only (no separators, no `..`, no hidden
+ * files), and the resolved file (after symlinks) must still be a regular file inside `dir`.
+ */
+export async function safeLookup(dir: string, name: string): Promise<string | undefined> {
+  if (!name || name.includes("/") || name.includes("\\") || name.startsWith(".") || name.includes("\0")) {
+    return undefined;
+  }
+  try {
+    const root = await Deno.realPath(dir);
+    const real = await Deno.realPath(`${root}/${name}`);
+    if (!real.startsWith(`${root}/`)) return undefined;
+    return (await Deno.stat(real)).isFile ? real : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 if (import.meta.main) {

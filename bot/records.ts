@@ -7,6 +7,8 @@
  */
 import type { Call, CallPhases } from "./calls.ts";
 import type { PeerStats } from "../media/webrtc.ts";
+import type { RtpContentMap } from "../jingle/sdp.ts";
+import { codecLabel, type NegotiatedCodec, negotiatedCodecs } from "../media/codecs.ts";
 
 /** Traffic of one medium. */
 export interface RecordTraffic {
@@ -16,13 +18,18 @@ export interface RecordTraffic {
   bytesReceived: number;
 }
 
-/** One recording written for the call. */
+/** One recording of the call. */
 export interface RecordFile {
   kind: "audio" | "video";
   path: string;
+  /** Size of the file on disk (what was written before a failure, for a failed one). */
   bytes: number;
   packets: number;
   lost: number;
+  /** false when the recording failed (ffmpeg died, disk full, …): the file is missing or truncated. */
+  ok: boolean;
+  /** Why it failed. */
+  error?: string;
 }
 
 /** The JSON call record. */
@@ -43,8 +50,10 @@ export interface CallRecord {
     identityFingerprint?: string;
     trust?: string;
   };
-  /** The codecs in use per medium (werift's negotiated defaults). */
-  codecs: Partial<Record<"audio" | "video", string>>;
+  /** The codec each way per medium (name, clock rate, channels, payload type). */
+  codecs: Partial<Record<"audio" | "video", NegotiatedCodec>>;
+  /** Where `codecs` comes from: the Jingle negotiation, or werift's defaults when the call does not expose it. */
+  codecsFrom: "negotiation" | "defaults";
   traffic: Partial<Record<"audio" | "video", RecordTraffic>>;
   srtpAuthFailures: number;
   srtpReplays: number;
@@ -63,8 +72,41 @@ export interface CallRecord {
   errors: string[];
 }
 
-/** The codecs werift negotiates by default (opus 48 kHz stereo, VP8). */
-export const DEFAULT_CODECS = { audio: "opus/48000/2", video: "VP8/90000" } as const;
+/** What werift 0.25 offers first, and so uses against itself: OPUS/48000/2 on PT 96, VP8/90000 on PT 98. */
+export const DEFAULT_CODECS: Readonly<Record<"audio" | "video", NegotiatedCodec>> = {
+  audio: {
+    send: { name: "OPUS", clockrate: 48000, channels: 2, pt: 96 },
+    receive: { name: "OPUS", clockrate: 48000, channels: 2, pt: 96 },
+  },
+  video: {
+    send: { name: "VP8", clockrate: 90000, pt: 98 },
+    receive: { name: "VP8", clockrate: 90000, pt: 98 },
+  },
+};
+
+/**
+ * Both descriptions of a call's offer/answer, as a call may expose them (`call.negotiated`, see
+ * {@link callCodecs}); contents with plain (decrypted) fingerprints.
+ */
+export interface Negotiation {
+  local: RtpContentMap;
+  remote: RtpContentMap;
+}
+
+/**
+ * The codecs of `call` read from its negotiation when the call exposes one (`negotiated`), else werift's
+ * defaults. We sent the offer when the call is outgoing (session-initiate), the answer when incoming.
+ */
+export function callCodecs(call: Call): { codecs: CallRecord["codecs"]; from: CallRecord["codecsFrom"] } {
+  const negotiated = (call as Call & { readonly negotiated?: Negotiation }).negotiated;
+  if (negotiated) {
+    const codecs = negotiatedCodecs(negotiated.local, negotiated.remote, call.direction === "outgoing");
+    return { codecs, from: "negotiation" };
+  }
+  const codecs: CallRecord["codecs"] = {};
+  for (const kind of call.media) codecs[kind] = structuredClone(DEFAULT_CODECS[kind]);
+  return { codecs, from: "defaults" };
+}
 
 /** Builds the record of an ended call. */
 export function buildRecord(
@@ -89,9 +131,8 @@ export function buildRecord(
   const v = call.verification;
   const stats = info.stats;
   const traffic: CallRecord["traffic"] = {};
-  const codecs: CallRecord["codecs"] = {};
+  const { codecs, from: codecsFrom } = callCodecs(call);
   for (const kind of call.media) {
-    codecs[kind] = DEFAULT_CODECS[kind];
     if (stats) {
       const s = stats[kind];
       traffic[kind] = {
@@ -119,6 +160,7 @@ export function buildRecord(
       ...(v.trust ? { trust: v.trust } : {}),
     },
     codecs,
+    codecsFrom,
     traffic,
     srtpAuthFailures: stats?.srtpAuthFailures ?? 0,
     srtpReplays: stats?.srtpReplays ?? 0,
@@ -136,19 +178,28 @@ export function buildRecord(
 
 const round = (x: number) => Math.round(x * 10) / 10;
 
-/** Prints the record (one line on stdout) and/or writes `<recordDir>/<sid>.json`; returns the file path. */
+/**
+ * Prints the record (one line on stdout) and/or writes `<recordDir>/<sid>.json`; returns the file path.
+ * stdout comes first, so a record directory that cannot take the file (e.g. a full disk) still leaves the
+ * record on stdout; the file is written whole or not at all (temp file + rename) and the error says why.
+ */
 export async function emitRecord(
   record: CallRecord,
   opts: { json?: boolean; recordDir?: string },
 ): Promise<string | undefined> {
-  let path: string | undefined;
-  if (opts.recordDir) {
-    await Deno.mkdir(opts.recordDir, { recursive: true });
-    path = `${opts.recordDir}/${safeName(record.sid)}.json`;
-    await Deno.writeTextFile(path, JSON.stringify(record, null, 2) + "\n");
-  }
   if (opts.json) {
     await Deno.stdout.write(new TextEncoder().encode(JSON.stringify(record) + "\n"));
+  }
+  if (!opts.recordDir) return undefined;
+  const path = `${opts.recordDir}/${safeName(record.sid)}.json`;
+  const tmp = `${path}.partial`;
+  try {
+    await Deno.mkdir(opts.recordDir, { recursive: true });
+    await Deno.writeTextFile(tmp, JSON.stringify(record, null, 2) + "\n");
+    await Deno.rename(tmp, path);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    throw new Error(`cannot write the call record ${path}: ${e instanceof Error ? e.message : e}`);
   }
   return path;
 }
@@ -186,15 +237,19 @@ export function summarize(r: CallRecord): string {
   for (const kind of ["audio", "video"] as const) {
     const t = r.traffic[kind];
     if (!t) continue;
+    const c = r.codecs[kind];
+    const codec = c ? `${codecLabel(c.send)} pt ${c.send.pt}/${c.receive.pt}` : "no codec";
     lines.push(
-      `  ${kind} (${
-        r.codecs[kind]
-      }): sent ${t.packetsSent} packets / ${t.bytesSent} B, received ${t.packetsReceived} packets / ${t.bytesReceived} B`,
+      `  ${kind} (${codec}): sent ${t.packetsSent} packets / ${t.bytesSent} B, received ${t.packetsReceived} packets / ${t.bytesReceived} B`,
     );
   }
   lines.push(`  SRTP auth failures ${r.srtpAuthFailures}, replays dropped ${r.srtpReplays}`);
   for (const f of r.recordings) {
-    lines.push(`  recorded ${f.kind}: ${f.path} (${f.bytes} B, ${f.packets} packets, ${f.lost} lost)`);
+    lines.push(
+      f.ok
+        ? `  recorded ${f.kind}: ${f.path} (${f.bytes} B, ${f.packets} packets, ${f.lost} lost)`
+        : `  recording ${f.kind} FAILED: ${f.path} (${f.bytes} B kept): ${f.error ?? "unknown error"}`,
+    );
   }
   lines.push(
     `  ended: ${r.ended.reason}${r.ended.text ? ` (${r.ended.text})` : ""} by ${r.ended.by}${

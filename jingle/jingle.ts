@@ -5,7 +5,12 @@ import {
   JingleProtocolError,
   type StanzaErrorCondition,
 } from "./errors.ts";
-import { type IceUdpTransport, parseIceUdpTransport, serializeIceUdpTransport } from "./ice_udp.ts";
+import {
+  type IceCandidate,
+  type IceUdpTransport,
+  parseIceUdpTransport,
+  serializeIceUdpTransport,
+} from "./ice_udp.ts";
 import {
   NS_GROUPING,
   NS_ICE_UDP,
@@ -403,4 +408,33 @@ export function parseIqError(iq: Element): { type?: string; condition?: string; 
   const cond = e.getChildElements().find((c) => c.getNS() === NS_STANZAS && c.name !== "text");
   const jc = e.getChildElements().find((c) => c.getNS() === NS_JINGLE_ERRORS);
   return { type: e.attrs.type, condition: cond?.name, jingleCondition: jc?.name };
+}
+
+/**
+ * One trickled candidate as Conversations sends and expects it (protocol.md §3.1, §3.4): a `transport-info` with one
+ * content (`creator='initiator'`, its name and `senders`, no description), a transport carrying the ICE credentials
+ * of that content and exactly ONE candidate — never a fingerprint (neither Conversations nor Dino put one there).
+ */
+export function trickleTransportInfo(
+  sid: string,
+  content: { name: string; senders?: Senders },
+  creds: { ufrag?: string; pwd?: string },
+  candidate: IceCandidate,
+): Jingle {
+  return {
+    action: "transport-info",
+    sid,
+    contents: [{
+      creator: "initiator",
+      name: content.name,
+      ...(content.senders && content.senders !== "both" ? { senders: content.senders } : {}),
+      transport: {
+        kind: "ice-udp",
+        ...(creds.ufrag ? { ufrag: creds.ufrag } : {}),
+        ...(creds.pwd ? { pwd: creds.pwd } : {}),
+        candidates: [candidate],
+      },
+    }],
+    groups: [],
+  };
 }

@@ -99,7 +99,8 @@ export function parseJmiElement(e: Element): JmiAction {
     }
     case "finish": {
       const r = childNS(e, "reason", NS_JINGLE);
-      const mig = e.getChild("migrated");
+      // XEP-0353 v0.8: <migrated to='NEWSID'/> (JMI namespace) names the session replacing this one.
+      const mig = childNS(e, "migrated", NS_JMI);
       const out: Extract<JmiAction, { action: "finish" }> = { action: "finish", id };
       if (r) out.reason = parseReason(r);
       if (mig) {

@@ -13,3 +13,6 @@ export * from "./jingle.ts";
 export * from "./rtp.ts";
 export * from "./ice_udp.ts";
 export * from "./sdp.ts";
+export * from "./file_transfer.ts";
+export * from "./jet.ts";
+export * from "./bytestream_transports.ts";

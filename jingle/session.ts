@@ -90,7 +90,9 @@ export function canTransition(direction: CallDirection, from: CallState, to: Cal
 /**
  * Which received Jingle actions are acceptable in a state (anything else is answered with
  * `<unexpected-request/>` + `<out-of-order/>`). session-terminate and session-info are acceptable as long as
- * a Jingle session can exist (from `proceeding` on); transport-info once the remote side knows the session.
+ * a Jingle session can exist (from `proceeding` on); transport-info once the remote side knows the session;
+ * content modifications (content-add/accept/reject/remove/modify, XEP-0166 §7.2) only on an `active` call, i.e. after
+ * the media path was authenticated (whether a content-accept/reject answers one of ours is the caller's check).
  */
 export function acceptsAction(direction: CallDirection, state: CallState, action: JingleAction): boolean {
   if (state === "ended") return false;
@@ -105,6 +107,12 @@ export function acceptsAction(direction: CallDirection, state: CallState, action
     case "session-terminate":
     case "session-info":
       return live;
+    case "content-add":
+    case "content-accept":
+    case "content-reject":
+    case "content-remove":
+    case "content-modify":
+      return state === "active";
     default:
       return false;
   }

@@ -2,6 +2,11 @@
  * Finds the ffmpeg binary: `FFMPEG_PATH`, then ffmpeg-static's binary if its (network-only) install
  * step ever put one on disk, then `ffmpeg` on PATH. The result says which one was chosen.
  *
+ * {@link ffmpegCommand} starts it so that it cannot outlive us: through util-linux `setpriv --pdeathsig
+ * KILL` when that works here (the kernel SIGKILLs ffmpeg when the thread that spawned it dies, even when
+ * Deno itself is SIGKILLed and no `unload` handler runs). `setpriv` execs ffmpeg, so the child's pid is
+ * ffmpeg's.
+ *
  * @module
  */
 
@@ -14,6 +19,8 @@ export interface FfmpegBinary {
   source: FfmpegSource;
   /** First line of `ffmpeg -version`. */
   version: string;
+  /** Command prefix that kills ffmpeg when we die (`setpriv --pdeathsig KILL --`); empty when unavailable. */
+  deathWrapper: string[];
 }
 
 /** No ffmpeg could be found; `tried` lists every candidate and why it was refused. */
@@ -61,6 +68,24 @@ async function onPath(name: string, env: { get(key: string): string | undefined 
   return null;
 }
 
+/** `setpriv --pdeathsig KILL --` if util-linux setpriv exists and accepts it on this machine, else `[]`. */
+async function findDeathWrapper(env: { get(key: string): string | undefined }): Promise<string[]> {
+  const setpriv = await onPath("setpriv", env) ??
+    (await Deno.stat("/usr/bin/setpriv").then((s) => s.isFile, () => false) ? "/usr/bin/setpriv" : null);
+  if (!setpriv) return [];
+  const wrapper = [setpriv, "--pdeathsig", "KILL", "--"];
+  try {
+    const out = await new Deno.Command(setpriv, {
+      args: [...wrapper.slice(1), "true"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return out.success ? wrapper : [];
+  } catch {
+    return [];
+  }
+}
+
 let cached: Promise<FfmpegBinary> | null = null;
 
 /** Resolves ffmpeg once per process (pass `fresh` to look again, e.g. after the env changed). */
@@ -71,10 +96,13 @@ export function resolveFfmpeg(
   const env = options.env ?? Deno.env;
   cached = (async () => {
     const tried: string[] = [];
+    const deathWrapper = await findDeathWrapper(env);
     const fromEnv = env.get("FFMPEG_PATH");
     if (fromEnv) {
       const version = await probe(fromEnv);
-      if (typeof version === "string") return { path: fromEnv, source: "FFMPEG_PATH" as const, version };
+      if (typeof version === "string") {
+        return { path: fromEnv, source: "FFMPEG_PATH" as const, version, deathWrapper };
+      }
       tried.push(`FFMPEG_PATH=${fromEnv} (${version.message})`);
     } else {
       tried.push("FFMPEG_PATH (unset)");
@@ -82,7 +110,9 @@ export function resolveFfmpeg(
     const staticPath = await ffmpegStaticPath();
     if (staticPath) {
       const version = await probe(staticPath);
-      if (typeof version === "string") return { path: staticPath, source: "ffmpeg-static" as const, version };
+      if (typeof version === "string") {
+        return { path: staticPath, source: "ffmpeg-static" as const, version, deathWrapper };
+      }
       tried.push(`ffmpeg-static ${staticPath} (${version.message})`);
     } else {
       tried.push("ffmpeg-static (no binary)");
@@ -90,7 +120,9 @@ export function resolveFfmpeg(
     const pathBinary = await onPath("ffmpeg", env);
     if (pathBinary) {
       const version = await probe(pathBinary);
-      if (typeof version === "string") return { path: pathBinary, source: "PATH" as const, version };
+      if (typeof version === "string") {
+        return { path: pathBinary, source: "PATH" as const, version, deathWrapper };
+      }
       tried.push(`PATH ${pathBinary} (${version.message})`);
     } else {
       tried.push("ffmpeg on PATH (none)");
@@ -99,4 +131,19 @@ export function resolveFfmpeg(
   })();
   cached.catch(() => cached = null);
   return cached;
+}
+
+/**
+ * A `Deno.Command` running `ffmpeg` with `args`, wrapped so that ffmpeg gets SIGKILL when this process dies
+ * (see the module doc). `child.pid` is ffmpeg's pid either way.
+ */
+export function ffmpegCommand(
+  ffmpeg: FfmpegBinary,
+  args: string[],
+  options: Omit<Deno.CommandOptions, "args"> = {},
+): Deno.Command {
+  const [wrapper, ...wrapperArgs] = ffmpeg.deathWrapper;
+  return wrapper
+    ? new Deno.Command(wrapper, { ...options, args: [...wrapperArgs, ffmpeg.path, ...args] })
+    : new Deno.Command(ffmpeg.path, { ...options, args });
 }

@@ -3,15 +3,17 @@
  *
  * ffmpeg reads an SDP file describing one RTP stream on a loopback UDP port; `write()` puts each packet
  * through a small jitter buffer (reorders by sequence number, counts gaps as lost), rewrites SSRC and
- * payload type to the SDP's and forwards it. `stop()` flushes, sends SIGINT so ffmpeg writes the
- * container trailer, waits for it (SIGKILL after a timeout) and reports what was written.
+ * payload type to the SDP's and forwards it. `stop()` flushes, asks ffmpeg to quit ("q" on stdin) so it
+ * writes the container trailer, waits for it (SIGINT, then SIGKILL after timeouts) and reports what was
+ * written. A recorder whose ffmpeg died early (killed, disk full) resolves `exited` with the reason at once;
+ * `stop()` then rejects with a {@link RecorderError} that keeps what was written (`partial`).
  *
  * @module
  */
 import dgram from "node:dgram";
 import { orderedSends } from "./webrtc.ts";
 import type { MediaKind, PeerLogger } from "./webrtc.ts";
-import { resolveFfmpeg } from "./ffmpeg.ts";
+import { ffmpegCommand, resolveFfmpeg } from "./ffmpeg.ts";
 import { ffmpegReason, StderrTail, trackChild, untrackChild } from "./sources.ts";
 
 export type RecorderCodec = "opus" | "vp8";
@@ -43,6 +45,8 @@ export interface Recorder {
   readonly pid: number;
   /** one RTP packet (any SSRC/PT; sequence numbers and timestamps are kept) */
   write(rtpPacket: Uint8Array): void;
+  /** packets forwarded to ffmpeg so far */
+  readonly packets: number;
   stop(): Promise<RecordingResult>;
   /** resolves when ffmpeg has exited (normally after stop()) */
   readonly exited: Promise<{ code: number | null; signal: string | null; reason: string }>;
@@ -50,7 +54,11 @@ export interface Recorder {
 
 /** The recording cannot be started or finished: path not writable, disk full, ffmpeg failed. */
 export class RecorderError extends Error {
-  constructor(message: string, readonly stderr?: string) {
+  /**
+   * @param stderr ffmpeg's last lines
+   * @param partial for a recording that failed after it started: what was written before (bytes on disk)
+   */
+  constructor(message: string, readonly stderr?: string, readonly partial?: RecordingResult) {
     super(message);
     this.name = "RecorderError";
   }
@@ -234,13 +242,16 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
     "0:0",
     "-c",
     "copy",
+    // write through (not 5 s clusters in memory): a full disk or a killed ffmpeg loses at most ~1 s
+    "-flush_packets",
+    "1",
+    ...(containerFor(opts.codec, path) === "ogg" ? [] : ["-cluster_time_limit", "1000"]),
     "-f",
     containerFor(opts.codec, path),
     path,
   ];
   // stdin is ffmpeg's clean stop: "q" finalizes the container (SIGINT makes 5.1 fail the Ogg trailer)
-  const child = new Deno.Command(ffmpeg.path, { args, stdin: "piped", stdout: "null", stderr: "piped" })
-    .spawn();
+  const child = ffmpegCommand(ffmpeg, args, { stdin: "piped", stdout: "null", stderr: "piped" }).spawn();
   trackChild(child);
   const pid = child.pid;
   const stdin = child.stdin.getWriter();
@@ -320,6 +331,9 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
     path,
     pid,
     exited,
+    get packets() {
+      return packets;
+    },
     write(p) {
       if (stopping || dead || p.length < 12 || (p[0]! & 0xc0) !== 0x80) return;
       jb.push(p.slice()); // held for reordering: must not alias the caller's buffer
@@ -335,6 +349,21 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
           ]);
         }
         stopping = true;
+        if (packets === 0) {
+          // Nothing to finalize (e.g. a call that never connected): no trailer to wait for.
+          try {
+            child.kill("SIGKILL");
+          } catch { /* gone */ }
+          await exited;
+          await stdin.close().catch(() => {});
+          try {
+            sock.close();
+          } catch { /* closed */ }
+          // the empty file checkWritable() created (never a device such as /dev/full)
+          const st = await Deno.lstat(path).catch(() => null);
+          if (st?.isFile && st.size === 0) await Deno.remove(path).catch(() => {});
+          throw new RecorderError(`recording ${path} got no packets`, tail.text());
+        }
         await new Promise((r) => setTimeout(r, 50)); // let ffmpeg read what is in its socket
         if (!dead) {
           // ffmpeg only looks at stdin between packets, and it is blocked reading RTP when the stream stopped
@@ -380,20 +409,22 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
           /No space left|Permission denied|Read-only file system|Error writing|I\/O error|Invalid argument|could not/i
             .test(l)
         );
-        if (errorLine || e.signal === "SIGKILL" || (e.code !== 0 && e.code !== 255)) {
+        let bytes = 0;
+        try {
+          bytes = (await Deno.stat(path)).size;
+        } catch { /* not a regular file */ }
+        const result = { path, bytes, packets, lost: jb.lost, late: jb.late };
+        if (errorLine || (e.signal && e.signal !== "SIGINT") || (e.code !== 0 && e.code !== 255)) {
           throw new RecorderError(
             `recording ${path} failed: ${errorLine ?? e.reason}${
               /No space left/.test(errorLine ?? "") ? " (disk full)" : ""
             }`,
             tail.text(),
+            result,
           );
         }
-        if (packets === 0) throw new RecorderError(`recording ${path} got no packets`, tail.text());
-        let bytes = 0;
-        try {
-          bytes = (await Deno.stat(path)).size;
-        } catch { /* not a regular file */ }
-        return { path, bytes, packets, lost: jb.lost, late: jb.late };
+        if (packets === 0) throw new RecorderError(`recording ${path} got no packets`, tail.text(), result);
+        return result;
       })();
       return stopped;
     },

@@ -10,7 +10,7 @@
  */
 import dgram from "node:dgram";
 import type { MediaKind, PeerLogger } from "./webrtc.ts";
-import { resolveFfmpeg } from "./ffmpeg.ts";
+import { ffmpegCommand, resolveFfmpeg } from "./ffmpeg.ts";
 
 export type SourceSpec =
   | { type: "tone"; frequency?: number; level?: number }
@@ -239,26 +239,65 @@ export function ffmpegReason(lines: string[]): string {
   return picked.length ? picked.join("; ") : lines[lines.length - 1] ?? "";
 }
 
+/** The file exists, is a regular file and can be opened for reading (else a MediaSourceError naming it). */
+async function checkReadable(path: string): Promise<void> {
+  try {
+    const st = await Deno.stat(path);
+    if (!st.isFile) throw new MediaSourceError(`media file ${path} is not a regular file`);
+    const f = await Deno.open(path, { read: true });
+    f.close();
+  } catch (e) {
+    if (e instanceof MediaSourceError) throw e;
+    const why = e instanceof Deno.errors.NotFound
+      ? "does not exist"
+      : e instanceof Deno.errors.PermissionDenied
+      ? "is not readable"
+      : `cannot be opened (${(e as Error).message})`;
+    throw new MediaSourceError(`media file ${path} ${why}`);
+  }
+}
+
+/** What ffmpeg finds in a media file. */
+export interface MediaFileInfo {
+  audio: boolean;
+  video: boolean;
+}
+
+/**
+ * Checks a media file before any call uses it: it exists, is readable, and ffmpeg can demux an audio or a
+ * video stream from it. Throws a {@link MediaSourceError} naming the file and the reason.
+ */
+export async function checkMediaFile(path: string): Promise<MediaFileInfo> {
+  await checkReadable(path);
+  const ffmpeg = await resolveFfmpeg();
+  // Without an output ffmpeg only opens the input, prints its streams and exits 1.
+  const out = await ffmpegCommand(ffmpeg, ["-hide_banner", "-nostdin", "-i", path], {
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stderr);
+  const info = {
+    audio: /Stream #\d+:\d+.*: Audio: /.test(text),
+    video: /Stream #\d+:\d+.*: Video: /.test(text),
+  };
+  if (!info.audio && !info.video) {
+    const lines = text.split("\n").map((l) => l.trim()).filter((l) =>
+      l && !/output file must be specified/.test(l)
+    );
+    throw new MediaSourceError(
+      `media file ${path} cannot be decoded: ${ffmpegReason(lines) || "no audio or video stream"}`,
+      text,
+    );
+  }
+  return info;
+}
+
 /** Starts an encoder for `spec`. Resolves once the first RTP packet arrived (rejects with MediaSourceError). */
 export async function startSource(spec: SourceSpec, opts: SourceOptions): Promise<MediaSource> {
   const log: PeerLogger = opts.logger ?? (() => {});
   const kind = opts.kind;
-  if (spec.type === "file") {
-    try {
-      const st = await Deno.stat(spec.path);
-      if (!st.isFile) throw new MediaSourceError(`media file is not a regular file: ${spec.path}`);
-      const f = await Deno.open(spec.path, { read: true });
-      f.close();
-    } catch (e) {
-      if (e instanceof MediaSourceError) throw e;
-      const why = e instanceof Deno.errors.NotFound
-        ? "does not exist"
-        : e instanceof Deno.errors.PermissionDenied
-        ? "is not readable"
-        : `cannot be opened (${(e as Error).message})`;
-      throw new MediaSourceError(`media file ${spec.path} ${why}`);
-    }
-  }
+  if (spec.type === "file") await checkReadable(spec.path);
   const input = inputArgs(spec, kind, opts.loop ?? false);
   const ffmpeg = await resolveFfmpeg();
   const sock = await bindUdp();
@@ -281,8 +320,7 @@ export async function startSource(spec: SourceSpec, opts: SourceOptions): Promis
     // RTCP goes to the same socket and is filtered out (RFC 5761 demux)
     `rtp://127.0.0.1:${port}?rtcpport=${port}&pkt_size=1200`,
   ];
-  const child = new Deno.Command(ffmpeg.path, { args, stdin: "null", stdout: "null", stderr: "piped" })
-    .spawn();
+  const child = ffmpegCommand(ffmpeg, args, { stdin: "null", stdout: "null", stderr: "piped" }).spawn();
   trackChild(child);
   const pid = child.pid;
   log("debug", "media source started", { kind, spec: spec.type, pid, port });
@@ -395,11 +433,61 @@ export async function startSource(spec: SourceSpec, opts: SourceOptions): Promis
   return source;
 }
 
+// ---------------------------------------------------------------- one stream across sources
+
+/**
+ * Keeps one outgoing RTP stream continuous when the source feeding it changes (an ffmpeg restarted after it
+ * died): the new encoder starts at random sequence numbers and timestamps, which the receiver's SRTP
+ * replay window would take for old packets and drop. After {@link newSource}, packets are shifted so that
+ * the sequence number follows the last one sent and the timestamp advanced by the wall-clock gap.
+ */
+export class RtpContinuity {
+  #seqOffset = 0;
+  #tsOffset = 0;
+  #last: { seq: number; ts: number; at: number } | undefined;
+  #switching = false;
+  /** @param clockRate RTP clock of the stream (48000 for Opus, 90000 for video) */
+  constructor(readonly clockRate: number, readonly now: () => number = () => performance.now()) {}
+
+  /** The next packet comes from another source. */
+  newSource(): void {
+    this.#switching = true;
+  }
+
+  /** `packet` with its sequence number and timestamp shifted (a copy once shifted; the input is untouched). */
+  rewrite(packet: Uint8Array): Uint8Array {
+    if (packet.length < 12) return packet;
+    const view = new DataView(packet.buffer, packet.byteOffset, packet.byteLength);
+    const seq = view.getUint16(2);
+    const ts = view.getUint32(4);
+    if (this.#switching) {
+      this.#switching = false;
+      if (this.#last) {
+        const gap = Math.max(1, Math.round(((this.now() - this.#last.at) * this.clockRate) / 1000));
+        this.#seqOffset = (this.#last.seq + 1 - seq) & 0xffff;
+        this.#tsOffset = (this.#last.ts + gap - ts) >>> 0;
+      }
+    }
+    let out = packet;
+    if (this.#seqOffset !== 0 || this.#tsOffset !== 0) {
+      out = packet.slice();
+      const w = new DataView(out.buffer);
+      w.setUint16(2, (seq + this.#seqOffset) & 0xffff);
+      w.setUint32(4, (ts + this.#tsOffset) >>> 0);
+    }
+    const v = new DataView(out.buffer, out.byteOffset, out.byteLength);
+    this.#last = { seq: v.getUint16(2), ts: v.getUint32(4), at: this.now() };
+    return out;
+  }
+}
+
 // ---------------------------------------------------------------- shared sources
 
 interface SharedEntry {
   refs: number;
   source: Promise<MediaSource>;
+  /** Set while nobody uses it and it lingers (see `lingerMs`). */
+  idle?: { timer: number; stop: () => Promise<void> };
 }
 const shared = new Map<string, SharedEntry>();
 
@@ -407,6 +495,16 @@ const shared = new Map<string, SharedEntry>();
 export interface SharedSourceHandle {
   source: MediaSource;
   release(): Promise<void>;
+}
+
+/** Options of {@link sharedSource}. */
+export interface SharedSourceOptions extends Omit<SourceOptions, "kind"> {
+  /**
+   * Keep the encoder running this long after its last handle was released, so that the next call playing
+   * the same thing finds it warm (no ffmpeg spawn, media from the first millisecond). Default 0: stopped with
+   * the last release. {@link stopIdleSources} stops lingering ones at once (e.g. on shutdown).
+   */
+  lingerMs?: number;
 }
 
 /** Key used by the shared-source cache. */
@@ -422,18 +520,27 @@ export function sourceKey(spec: SourceSpec, kind: MediaKind, loop = false): stri
 export async function sharedSource(
   spec: SourceSpec,
   kind: MediaKind,
-  opts: Omit<SourceOptions, "kind"> = {},
+  opts: SharedSourceOptions = {},
 ): Promise<SharedSourceHandle> {
+  const { lingerMs = 0, ...sourceOpts } = opts;
   const key = sourceKey(spec, kind, opts.loop);
   let entry = shared.get(key);
   if (!entry) {
-    const e: SharedEntry = { refs: 0, source: startSource(spec, { ...opts, kind }) };
+    const e: SharedEntry = { refs: 0, source: startSource(spec, { ...sourceOpts, kind }) };
     entry = e;
     shared.set(key, e);
     e.source.then(
-      (s) => s.exited.then(() => shared.get(key) === e && shared.delete(key)),
+      (s) =>
+        s.exited.then(() => {
+          if (e.idle) clearTimeout(e.idle.timer);
+          if (shared.get(key) === e) shared.delete(key);
+        }),
       () => shared.get(key) === e && shared.delete(key),
     );
+  }
+  if (entry.idle) {
+    clearTimeout(entry.idle.timer);
+    delete entry.idle;
   }
   entry.refs++;
   const mine = entry;
@@ -444,6 +551,12 @@ export async function sharedSource(
     mine.refs--;
     throw e;
   }
+  const stopNow = async () => {
+    if (mine.idle) clearTimeout(mine.idle.timer);
+    delete mine.idle;
+    if (shared.get(key) === mine) shared.delete(key);
+    await source.stop();
+  };
   let released = false;
   return {
     source,
@@ -451,12 +564,22 @@ export async function sharedSource(
       if (released) return;
       released = true;
       mine.refs--;
-      if (mine.refs === 0) {
-        if (shared.get(key) === mine) shared.delete(key);
-        await source.stop();
+      if (mine.refs > 0) return;
+      if (lingerMs > 0 && shared.get(key) === mine) {
+        const timer = setTimeout(() => void (mine.refs === 0 && stopNow()), lingerMs) as unknown as number;
+        Deno.unrefTimer(timer); // a lingering encoder never keeps the process alive
+        mine.idle = { timer, stop: stopNow };
+        return;
       }
+      await stopNow();
     },
   };
+}
+
+/** Stops the shared encoders nobody uses any more (lingering ones); resolves once they were reaped. */
+export async function stopIdleSources(): Promise<void> {
+  const idle = [...shared.values()].filter((e) => e.refs === 0 && e.idle);
+  await Promise.all(idle.map((e) => e.idle!.stop()));
 }
 
 /** Number of live shared encoders (for tests/metrics). */

@@ -34,16 +34,25 @@
  *     re-derive keys; seen at 100 concurrent setups as "peer Finished verify_data mismatch").
  *     (2f) inbound DTLS record filter (see `filterRecords`): an off-path plaintext alert or a record
  *     with an unknown content type no longer closes an established transport.
+ *  5. `Connection.prototype.ensureProtocol` (called once per ICE socket/protocol): werift hands every
+ *     non-STUN datagram to DTLS/SRTP whatever its source address. We wrap the protocol's receive
+ *     method (the one that still knows the source) so that non-STUN datagrams are delivered only
+ *     from the remote address of a succeeded (valid) or the nominated ICE pair of that protocol
+ *     (see `fromValidatedPair`); the others are dropped and counted (`PeerStats.foreignSourceDrops`).
+ *     STUN always passes: connectivity checks, consent and a legit pair switch need it.
  */
 import {
+  CandidatePairState,
   Connection,
   DtlsClient,
   DtlsSocket,
+  parseMessage,
   RTCCertificate,
   RTCDtlsTransport,
   RTCPeerConnection,
   RtpPacket,
   SrtpAuthenticationError,
+  StunProtocol,
   UdpTransport,
 } from "werift";
 import { Buffer } from "node:buffer";
@@ -104,6 +113,9 @@ export interface PeerOptions {
   certificate?: DtlsCertificate;
   /** gather IPv6 host candidates (default true) */
   ipv6?: boolean;
+  /** BUNDLE all media on one transport (default true). `false` = one ICE/DTLS transport per m-line, as Dino's
+   * offers are (used by tests that play Dino). */
+  bundle?: boolean;
 }
 
 export interface TrackCounters {
@@ -120,6 +132,9 @@ export interface PeerStats {
   srtpAuthFailures: number;
   /** authenticated SRTP packets dropped as replays (or older than the 64-packet window) */
   srtpReplays: number;
+  /** non-STUN datagrams (DTLS, SRTP, SRTCP, anything else) dropped because their source address was
+   * not the remote address of a succeeded or nominated ICE candidate pair */
+  foreignSourceDrops: number;
 }
 
 export interface StateChange {
@@ -155,6 +170,12 @@ export interface Peer {
   /** send one raw RTP packet; werift rewrites SSRC and payload type to the negotiated ones.
    * Counters count plaintext RTP bytes. */
   sendRtp(kind: MediaKind, packet: Uint8Array): Promise<boolean>;
+  /** Renegotiation (video upgrade, XEP-0166 content-add): media of `kind` is wanted from now on. With
+   * `addTransceiver` (we create the next offer) a sendrecv transceiver is added for it; otherwise the
+   * transceiver comes from the next remote offer. */
+  enableMedia(kind: MediaKind, addTransceiver: boolean): void;
+  /** Undoes {@link Peer.enableMedia} after a refused renegotiation: `kind` is no longer sent. */
+  disableMedia(kind: MediaKind): void;
   stats(): PeerStats;
   close(): Promise<void>;
 }
@@ -429,6 +450,56 @@ export function filterRecords(d: Uint8Array, connected: boolean): Uint8Array | u
   return Buffer.from(out.buffer, out.byteOffset, out.byteLength);
 }
 
+/** An ICE transport address as werift passes it around: [host, port]. */
+export type IceAddress = readonly [string, number];
+
+/** What `fromValidatedPair` needs of a werift ICE `Connection` and its candidate pairs. */
+export interface IcePairsLike {
+  nominated?: { protocol: unknown; remoteAddr: IceAddress };
+  checkList: readonly { protocol: unknown; remoteAddr: IceAddress; state: number }[];
+}
+
+/**
+ * True when `addr`, received on `protocol`, is the remote address of the nominated pair or of a
+ * succeeded pair (RFC 8445 "valid list") on that same protocol. A pair only succeeds after the
+ * peer answered our check with a MESSAGE-INTEGRITY made from its ICE password, so this is the set
+ * of addresses proven to belong to the peer; a later pair switch lands on such a pair too.
+ * werift does not authenticate incoming binding requests, so "sent us a check" is not enough.
+ */
+export function fromValidatedPair(conn: IcePairsLike, protocol: unknown, addr: IceAddress): boolean {
+  const same = (p: { protocol: unknown; remoteAddr: IceAddress }) =>
+    p.protocol === protocol && p.remoteAddr[0] === addr[0] && p.remoteAddr[1] === addr[1];
+  if (conn.nominated && same(conn.nominated)) return true;
+  return conn.checkList.some((p) => p.state === CandidatePairState.SUCCEEDED && same(p));
+}
+
+const foreignDrops = new WeakMap<object, { count: number }>();
+/** werift protocol methods that receive one datagram/frame together with its source address. */
+const RECEIVE_METHODS = ["datagramReceived", "handleStunMessage", "handleFrame"] as const;
+
+/** Wraps the receive method of one werift ICE protocol with the source-address filter (seam 5). */
+function filterBySource(conn: IcePairsLike, protocol: Record<string, unknown>): void {
+  let counter = foreignDrops.get(conn);
+  if (!counter) foreignDrops.set(conn, counter = { count: 0 });
+  const drops = counter;
+  const name = RECEIVE_METHODS.find((m) => typeof protocol[m] === "function");
+  if (!name) {
+    // Unknown protocol kind (werift changed): fail closed, its data never reaches DTLS/SRTP.
+    const ev = protocol.onDataReceived as { execute?: (...a: unknown[]) => void } | undefined;
+    if (ev?.execute) ev.execute = () => void drops.count++;
+    return;
+  }
+  const inner = (protocol[name] as (d: Buffer, a: IceAddress) => unknown).bind(protocol);
+  protocol[name] = (data: Buffer, addr: IceAddress) => {
+    // werift's own rule: whatever parses as STUN is STUN, everything else is application data.
+    if (!parseMessage(data) && !fromValidatedPair(conn, protocol, addr)) {
+      drops.count++;
+      return;
+    }
+    return inner(data, addr);
+  };
+}
+
 let patched = false;
 function installPatches() {
   if (patched) return;
@@ -502,6 +573,19 @@ function installPatches() {
   up.init = async function (this: { socket: unknown }) {
     await origInit.call(this);
     orderedSends(this.socket as DgramLike);
+  };
+
+  // 5. DTLS/SRTP only from the address of a validated ICE pair
+  type EnsureProto = { ensureProtocol(p: unknown): void };
+  const ep = Connection.prototype as unknown as EnsureProto;
+  const origEnsure = ep.ensureProtocol;
+  if (typeof origEnsure !== "function") throw new Error("werift seam changed: ensureProtocol");
+  if (typeof (StunProtocol.prototype as unknown as Record<string, unknown>).datagramReceived !== "function") {
+    throw new Error("werift seam changed: StunProtocol.datagramReceived");
+  }
+  ep.ensureProtocol = function (this: IcePairsLike, protocol: unknown) {
+    filterBySource(this, protocol as Record<string, unknown>);
+    origEnsure.call(this, protocol);
   };
 }
 
@@ -584,6 +668,10 @@ function mapDtls(s: string): TransportState {
   }
 }
 
+/** The werift ICE connection under a DTLS transport (key of the foreign-source drop counter). */
+const iceConnection = (t: WeriftDtls | undefined): object | undefined =>
+  (t as unknown as { iceTransport?: { connection?: object } } | undefined)?.iceTransport?.connection;
+
 const emptyCounters = (): TrackCounters => ({
   packetsSent: 0,
   bytesSent: 0,
@@ -598,12 +686,14 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
     {
       iceServers: (opts.iceServers ?? []).map((s) => ({ ...s })),
       certificates: [cert],
-      bundlePolicy: "max-bundle",
+      bundlePolicy: opts.bundle === false ? "disable" : "max-bundle",
       iceUseIpv6: opts.ipv6 ?? true,
     } as ConstructorParameters<typeof RTCPeerConnection>[0],
   );
 
   const transceivers = new Map<MediaKind, ReturnType<RTCPeerConnection["addTransceiver"]>>();
+  /** Which media we send/receive; grows on renegotiation (see enableMedia). */
+  const wanted: Record<MediaKind, boolean> = { audio: opts.audio, video: opts.video };
   if (opts.role === "initiator") {
     if (opts.audio) transceivers.set("audio", pc.addTransceiver("audio", { direction: "sendrecv" }));
     if (opts.video) transceivers.set("video", pc.addTransceiver("video", { direction: "sendrecv" }));
@@ -691,7 +781,7 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
       if (type === "offer") {
         for (const t of pc.getTransceivers()) {
           const kind = t.kind as MediaKind;
-          if ((kind === "audio" && opts.audio) || (kind === "video" && opts.video)) {
+          if (wanted[kind]) {
             t.setDirection("sendrecv");
             if (!transceivers.has(kind)) transceivers.set(kind, t);
           } else {
@@ -760,6 +850,19 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
       counters[kind].bytesSent += packet.length;
       return true;
     },
+    enableMedia(kind, addTransceiver) {
+      wanted[kind] = true;
+      if (!addTransceiver || transceivers.has(kind)) return;
+      // Reuse the transceiver of an earlier refused renegotiation (its m-line stays in the SDP) before adding one.
+      const idle = pc.getTransceivers().find((t) => t.kind === kind && !t.stopped);
+      if (idle) idle.setDirection("sendrecv");
+      transceivers.set(kind, idle ?? pc.addTransceiver(kind, { direction: "sendrecv" }));
+    },
+    disableMedia(kind) {
+      wanted[kind] = false;
+      transceivers.get(kind)?.setDirection("inactive");
+      transceivers.delete(kind);
+    },
     stats() {
       const t = dtlsTransport();
       return {
@@ -767,6 +870,7 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
         video: { ...counters.video },
         srtpAuthFailures: (t && srtpFailures.get(t)?.count) ?? 0,
         srtpReplays: (t && srtpFailures.get(t)?.replays) ?? 0,
+        foreignSourceDrops: foreignDrops.get(iceConnection(t) ?? {})?.count ?? 0,
       };
     },
     async close() {

@@ -1,12 +1,16 @@
 /**
  * Call-setup benchmark: N sequential OMEMO-verified audio calls between two bots through a real Prosody, each
  * propose → first RTP both ways → hangup, timed per phase; next to a bare werift loopback handshake (two
- * media/webrtc.ts peers in-process exchanging SDP directly) and the XMPP IQ round trip (XEP-0199 ping), all
- * measured in the same run.
+ * media/webrtc.ts peers in-process exchanging SDP directly), the XMPP IQ round trip (XEP-0199 ping) and an
+ * independent client calling itself through the same Prosody: two tests/interop/jingle_aiortc_peer.py processes
+ * (python3-aiortc + python3-slixmpp, plain XEP-0320 fingerprints) placing sequential audio calls, each propose →
+ * first RTP both ways → hangup, timed per phase the same way. All measured in the same run.
  *
- * Aim: median setup within 2× the bare handshake plus four Prosody round trips.
+ * Aims: median setup within 2× the bare handshake plus four Prosody round trips, and below the aiortc peer's.
  *
- * Usage: `deno run -A scripts/bench_calls.ts [--calls N] [--json] [--nagle]`
+ * Usage: `deno run -A scripts/bench_calls.ts [--calls N] [--aiortc-calls N] [--json] [--nagle]`
+ * (`--aiortc-calls` defaults to `--calls`; 0 skips the aiortc series. It is skipped, with a note, when
+ * /usr/bin/python3 lacks aiortc or slixmpp.)
  *
  * @module
  */
@@ -14,10 +18,14 @@ import { createEndpoint, type Endpoint } from "../bot/endpoint.ts";
 import { type Call, type Calls, setupCalls } from "../bot/calls.ts";
 import { createPeer, type LocalCandidate, type Peer } from "../media/webrtc.ts";
 import { xml } from "../xmpp/mod.ts";
-import { startProsody } from "./prosody.ts";
+import { type ProsodyServer, startProsody } from "./prosody.ts";
+import { JsonLinePeer, type PeerEvent } from "../tests/interop/_peer.ts";
 
-function parseArgs(args: string[]): { calls: number; json: boolean; nagle: boolean } {
+function parseArgs(
+  args: string[],
+): { calls: number; aiortcCalls: number; json: boolean; nagle: boolean } {
   let calls = 100;
+  let aiortcCalls: number | undefined;
   let json = false;
   let nagle = false;
   for (let i = 0; i < args.length; i++) {
@@ -26,13 +34,21 @@ function parseArgs(args: string[]): { calls: number; json: boolean; nagle: boole
     else if (a === "--nagle") nagle = true;
     else if (a === "--calls" || a === "-n") calls = Number(args[++i]);
     else if (a.startsWith("--calls=")) calls = Number(a.slice("--calls=".length));
+    else if (a === "--aiortc-calls") aiortcCalls = Number(args[++i]);
+    else if (a.startsWith("--aiortc-calls=")) aiortcCalls = Number(a.slice("--aiortc-calls=".length));
     else if (a === "--help" || a === "-h") {
-      console.log("usage: deno run -A scripts/bench_calls.ts [--calls N] [--json] [--nagle]");
+      console.log(
+        "usage: deno run -A scripts/bench_calls.ts [--calls N] [--aiortc-calls N] [--json] [--nagle]",
+      );
       Deno.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
   if (!Number.isInteger(calls) || calls < 1) throw new Error("--calls must be a positive integer");
-  return { calls, json, nagle };
+  aiortcCalls ??= calls;
+  if (!Number.isInteger(aiortcCalls) || aiortcCalls < 0) {
+    throw new Error("--aiortc-calls must be a non-negative integer");
+  }
+  return { calls, aiortcCalls, json, nagle };
 }
 
 interface Stats {
@@ -152,13 +168,94 @@ async function bareHandshake(): Promise<number> {
   }
 }
 
+const PY = "/usr/bin/python3";
+const AIORTC_PEER = new URL("../tests/interop/jingle_aiortc_peer.py", import.meta.url).pathname;
+
+/** Why the aiortc series cannot run here (Debian's python3-aiortc / python3-slixmpp missing), or undefined. */
+function aiortcUnavailable(): string | undefined {
+  try {
+    const out = new Deno.Command(PY, {
+      args: ["-c", "import aiortc, slixmpp"],
+      stdout: "null",
+      stderr: "piped",
+    })
+      .outputSync();
+    return out.success ? undefined : `${PY} cannot import aiortc and slixmpp`;
+  } catch (e) {
+    return `${PY} not runnable: ${e}`;
+  }
+}
+
+/** Starts tests/interop/jingle_aiortc_peer.py signed in as `user@domain/aiortc` (auto-answering). */
+async function startAiortcPeer(server: ProsodyServer, user: string): Promise<JsonLinePeer> {
+  await server.createAccount(user, "pw");
+  const peer = new JsonLinePeer(PY, [
+    AIORTC_PEER,
+    ...["--jid", `${user}@${server.domain}/aiortc`, "--password", "pw", "--host", server.host],
+    ...["--port", String(server.c2sPort), "--ca", server.certificatePath],
+  ]);
+  const ready = await peer.next((e) => e.event === "ready" || e.event === "error", 30_000);
+  if (ready.event !== "ready") throw new Error(`aiortc peer ${user}: ${JSON.stringify(ready)}`);
+  return peer;
+}
+
+type PeerPhases = Record<string, number | undefined>;
+
+/**
+ * One call between two aiortc peers through Prosody: propose → first RTP both ways (aiortc sends its own 20 ms
+ * audio frames) → hangup. Same phases as {@link oneCall}, from the timestamps both peers report (wall-clock ms,
+ * one machine).
+ */
+async function oneAiortcCall(
+  caller: JsonLinePeer,
+  callee: JsonLinePeer,
+  calleeBare: string,
+): Promise<number[]> {
+  await caller.send({ cmd: "call", to: calleeBare });
+  const sid = (await caller.next((e) => e.event === "proposed", 10_000)).sid;
+  const ofCall = (e: PeerEvent) => e.sid === sid;
+  for (const side of [caller, callee]) {
+    const e = await side.next(
+      (e) => ofCall(e) && (e.event === "ended" || (e.event === "first_rtp" && e.direction === "in")),
+      20_000,
+    );
+    if (e.event === "ended") throw new Error(`aiortc call ended before media: ${JSON.stringify(e)}`);
+  }
+  await caller.send({ cmd: "hangup", sid });
+  const [ea, eb] = await Promise.all(
+    [caller, callee].map((side) => side.next((e) => ofCall(e) && e.event === "ended", 10_000)),
+  );
+  if (ea!.reason !== "success" || eb!.reason !== "success") {
+    throw new Error(`aiortc call did not end with success: ${ea!.reason}/${eb!.reason}`);
+  }
+  const pa = ea!.phases as PeerPhases, pb = eb!.phases as PeerPhases;
+  const ice = Math.max(pa.iceConnected!, pb.iceConnected!);
+  const dtls = Math.max(pa.dtlsConnected!, pb.dtlsConnected!, ice);
+  const rtp = Math.max(pa.firstRtpReceived!, pb.firstRtpReceived!);
+  const out = [
+    pa.proceed! - pa.proposed!,
+    pa.initiate! - pa.proceed!,
+    pa.accept! - pa.initiate!,
+    ice - pa.accept!,
+    dtls - ice,
+    rtp - dtls,
+    rtp - pa.proposed!,
+  ];
+  if (out.some((x) => !Number.isFinite(x))) {
+    throw new Error(`aiortc call missed a phase: ${JSON.stringify(pa)}`);
+  }
+  return out;
+}
+
 async function main() {
-  const { calls: N, json, nagle } = parseArgs(Deno.args);
+  const { calls: N, aiortcCalls, json, nagle } = parseArgs(Deno.args);
   const started = performance.now();
+  // 170 s for the bot series and the bare handshakes (as before), plus room for the aiortc series.
+  const watchdogMs = 170_000 + aiortcCalls * 1500;
   const watchdog = setTimeout(() => {
-    progress("bench_calls: exceeded 170 s, aborting");
+    progress(`bench_calls: exceeded ${watchdogMs / 1000} s, aborting`);
     Deno.exit(2);
-  }, 170_000);
+  }, watchdogMs);
   // Prosody's epoll backend keeps Nagle on by default: two stanzas back to back to the same client (ringing then
   // proceed; IQ result then session-accept) then cost a ~40 ms delayed-ACK stall on loopback. Turn it off, as a
   // latency-minded deployment would (`--nagle` keeps Prosody's default for comparison).
@@ -166,6 +263,7 @@ async function main() {
   const tmp = await Deno.makeTempDir({ prefix: "bench-calls-" });
   const endpoints: Endpoint[] = [];
   const subsystems: Calls[] = [];
+  const pyPeers: JsonLinePeer[] = [];
   try {
     const connect = async (user: string) => {
       await server.createAccount(user, "pw");
@@ -212,12 +310,36 @@ async function main() {
     const bare: number[] = [];
     for (let i = 0; i < N; i++) bare.push(await bareHandshake());
 
+    // The independent client (python3-aiortc + slixmpp) calling itself through the same Prosody.
+    const aiortcSkipped = aiortcCalls === 0 ? "--aiortc-calls 0" : aiortcUnavailable();
+    const aiortcSamples: number[][] = PHASES.map(() => []);
+    let aiortcWarm: number[] | undefined;
+    if (!aiortcSkipped) {
+      progress("aiortc peers: warm-up call…");
+      const pyA = await startAiortcPeer(server, "aiortc-a");
+      pyPeers.push(pyA);
+      const pyB = await startAiortcPeer(server, "aiortc-b");
+      pyPeers.push(pyB);
+      const pyBBare = `aiortc-b@${server.domain}`;
+      aiortcWarm = await oneAiortcCall(pyA, pyB, pyBBare);
+      for (let i = 0; i < aiortcCalls; i++) {
+        const r = await oneAiortcCall(pyA, pyB, pyBBare);
+        r.forEach((v, k) => aiortcSamples[k]!.push(v));
+        if ((i + 1) % 25 === 0) progress(`${i + 1}/${aiortcCalls} aiortc calls`);
+      }
+    }
+
     const phaseStats = Object.fromEntries(PHASES.map((p, k) => [p, stats(samples[k]!)]));
     const setup = phaseStats[PHASES[PHASES.length - 1]!]!;
     const bareStats = stats(bare);
     const rttStats = stats(rtts);
     const budget = 2 * bareStats.median + 4 * rttStats.median;
     const pass = setup.median <= budget;
+    const aiortcPhases = aiortcSkipped
+      ? undefined
+      : Object.fromEntries(PHASES.map((p, k) => [p, stats(aiortcSamples[k]!)]));
+    const aiortcSetup = aiortcPhases?.[PHASES[PHASES.length - 1]!];
+    const belowAiortc = aiortcSetup ? setup.median < aiortcSetup.median : undefined;
     const result = {
       calls: N,
       prosodyNagle: nagle,
@@ -229,6 +351,15 @@ async function main() {
       budgetMs: budget,
       medianSetupMs: setup.median,
       verdict: pass ? "PASS" : "MISS",
+      aiortc: aiortcSkipped ? { skipped: aiortcSkipped } : {
+        calls: aiortcCalls,
+        fingerprints: "plain XEP-0320 (no OMEMO)",
+        warmUpSetupMs: aiortcWarm![aiortcWarm!.length - 1],
+        phases: aiortcPhases,
+        medianSetupMs: aiortcSetup!.median,
+        aim: "bot median setup below the aiortc peer's",
+        verdict: belowAiortc ? "PASS" : "MISS",
+      },
       elapsedS: (performance.now() - started) / 1000,
     };
     if (json) console.log(JSON.stringify(result, null, 2));
@@ -262,9 +393,31 @@ async function main() {
           budget.toFixed(2)
         } ms → ${pass ? "PASS" : "MISS"}`,
       );
+      if (aiortcSkipped) console.log(`aiortc peer series skipped: ${aiortcSkipped}`);
+      else {
+        console.log(
+          `aiortc peer (python3-aiortc + slixmpp, tests/interop/jingle_aiortc_peer.py) calling itself through the same Prosody: ${aiortcCalls} sequential audio calls, plain XEP-0320 fingerprints (after 1 warm-up call)`,
+        );
+        console.log(
+          `${"phase".padEnd(44)}${"median".padStart(9)}${"p95".padStart(9)}${"min".padStart(9)}${
+            "bot med".padStart(9)
+          }  ms`,
+        );
+        for (const p of PHASES) {
+          const s = aiortcPhases![p]!;
+          console.log(`${p.padEnd(44)}${f(s.median)}${f(s.p95)}${f(s.min)}${f(phaseStats[p]!.median)}`);
+        }
+        console.log(`aiortc warm-up call setup: ${aiortcWarm![aiortcWarm!.length - 1]!.toFixed(2)} ms`);
+        console.log(
+          `aim: bot median setup below the aiortc peer's: ${setup.median.toFixed(2)} ms < ${
+            aiortcSetup!.median.toFixed(2)
+          } ms → ${belowAiortc ? "PASS" : "MISS"}`,
+        );
+      }
       console.log(`elapsed ${result.elapsedS.toFixed(1)} s`);
     }
   } finally {
+    for (const p of pyPeers) await p.close().catch(() => {});
     for (const c of subsystems) await c.stop().catch(() => {});
     for (const e of endpoints) await e.close().catch(() => {});
     await server.stop();

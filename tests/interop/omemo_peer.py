@@ -497,6 +497,10 @@ class Peer:
         devices = await PeerSessionManager._download_device_list(NS, jid)
         emit("devices", jid=jid, devices=sorted(devices))
 
+    async def extra_command(self, name: str, cmd: Dict[str, Any]) -> bool:
+        """Hook for peers built on this one (jet_peer.py): handle one more command; False == unknown."""
+        return False
+
     # ---- main ----
     async def run(self) -> int:
         self.xmpp.connect((self.args.host, self.args.port), force_starttls=True)
@@ -556,7 +560,7 @@ class Peer:
                     await self.cmd_devices(cmd["jid"])
                 elif name == "ping":
                     emit("pong")
-                else:
+                elif not await self.extra_command(name, cmd):
                     emit("error", message=f"unknown command {name!r}", cmd=name)
             except Exception as e:  # noqa: BLE001
                 log.exception("command %s failed", name)
@@ -589,8 +593,9 @@ def _is_loopback(host: str) -> bool:
             return False
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def arg_parser(description: str) -> argparse.ArgumentParser:
+    """The connection/state flags every peer built on this module takes."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--jid", required=True)
     parser.add_argument("--password", required=True)
     parser.add_argument("--host", default="127.0.0.1")
@@ -599,15 +604,18 @@ def main() -> None:
     parser.add_argument("--state", help="JSON file to persist OMEMO state in (default: memory only)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the XMPP session")
     parser.add_argument("--debug", action="store_true", help="verbose logging on stderr")
-    args = parser.parse_args()
+    return parser
 
+
+def run_peer(make_peer: Any, args: argparse.Namespace) -> None:
+    """Runs `make_peer(args)` until quit/EOF and exits the process with its status."""
     logging.basicConfig(stream=sys.stderr, level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        peer = Peer(args)
+        peer = make_peer(args)
         rc = loop.run_until_complete(peer.run())
     except KeyboardInterrupt:
         rc = 130
@@ -617,6 +625,10 @@ def main() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(rc)  # don't hang on the stdin reader thread or lingering tasks
+
+
+def main() -> None:
+    run_peer(Peer, arg_parser(__doc__.split("\n")[0]).parse_args())
 
 
 if __name__ == "__main__":

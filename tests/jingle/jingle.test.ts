@@ -12,6 +12,7 @@ import {
   parseXml,
   serializeJingle,
   tieBreakError,
+  trickleTransportInfo,
   unknownSessionError,
   unsupportedInfoError,
 } from "../../jingle/mod.ts";
@@ -173,4 +174,44 @@ Deno.test("Jingle: error stanza helpers", () => {
   check(outOfOrderError(req), "unexpected-request", "out-of-order", "wait");
   check(tieBreakError(req), "conflict", "tie-break", "cancel");
   check(unsupportedInfoError(req), "feature-not-implemented", "unsupported-info", "modify");
+});
+
+Deno.test("Jingle: a trickled candidate is one content, ufrag/pwd and one candidate, never a fingerprint", () => {
+  const cand = {
+    component: 1,
+    foundation: "3",
+    generation: 0,
+    ip: "192.0.2.7",
+    port: 50000,
+    priority: 1686052607,
+    protocol: "udp",
+    type: "srflx" as const,
+    relAddr: "10.0.0.2",
+    relPort: 50000,
+  };
+  const j = trickleTransportInfo(
+    "s1",
+    { name: "1", senders: "both" },
+    { ufrag: "Ab1x", pwd: "p".repeat(22) },
+    cand,
+  );
+  const xml = serializeJingle(j).toString();
+  assert.equal(
+    xml,
+    `<jingle xmlns="${NS_JINGLE}" action="transport-info" sid="s1"><content creator="initiator" name="1">` +
+      `<transport xmlns="urn:xmpp:jingle:transports:ice-udp:1" ufrag="Ab1x" pwd="${"p".repeat(22)}">` +
+      `<candidate component="1" foundation="3" generation="0" ip="192.0.2.7" port="50000" priority="1686052607" ` +
+      `protocol="udp" rel-addr="10.0.0.2" rel-port="50000" type="srflx"/></transport></content></jingle>`,
+  );
+  assert.deepEqual(parseJingle(parseXml(xml)), j);
+  // Dino's senders (one side only) are kept; whitespace in ICE credentials is refused before anything is sent.
+  const dino = trickleTransportInfo(
+    "s1",
+    { name: "video", senders: "responder" },
+    { ufrag: "u", pwd: "x" },
+    cand,
+  );
+  assert.equal(dino.contents[0]!.senders, "responder");
+  const bad = trickleTransportInfo("s1", { name: "0" }, { ufrag: "a b", pwd: "p".repeat(22) }, cand);
+  assert.throws(() => serializeJingle(bad), JingleProtocolError);
 });

@@ -79,6 +79,45 @@ Deno.test("JMI: build + round trip of all actions", () => {
   );
 });
 
+Deno.test("JMI: <finish/> with <migrated to/> (XEP-0353 v0.8 existing-session rule)", () => {
+  const el = serializeJmiElement({
+    action: "finish",
+    id: "old",
+    reason: { condition: "expired" },
+    migratedTo: "new",
+  }).toString();
+  assert.equal(
+    el,
+    `<finish xmlns="${NS_JMI}" id="old"><reason xmlns="urn:xmpp:jingle:1"><expired/></reason><migrated to="new"/></finish>`,
+  );
+  // As received from another implementation (reason text, explicit namespace on <migrated/>).
+  const got = parseJmiElement(parseXml(
+    `<finish xmlns="${NS_JMI}" id="a"><reason xmlns="urn:xmpp:jingle:1"><success/><text>Success</text></reason>` +
+      `<migrated xmlns="${NS_JMI}" to="b"/></finish>`,
+  ));
+  assert.deepEqual(got, {
+    action: "finish",
+    id: "a",
+    reason: { condition: "success", text: "Success" },
+    migratedTo: "b",
+  });
+  // <migrated/> without 'to' is malformed; one in a foreign namespace is not the JMI element (ignored).
+  assert.throws(
+    () => parseJmiElement(parseXml(`<finish xmlns="${NS_JMI}" id="a"><migrated/></finish>`)),
+    JingleProtocolError,
+  );
+  assert.throws(
+    () => parseJmiElement(parseXml(`<finish xmlns="${NS_JMI}" id="a"><migrated to=""/></finish>`)),
+    JingleProtocolError,
+  );
+  assert.deepEqual(
+    parseJmiElement(
+      parseXml(`<finish xmlns="${NS_JMI}" id="a"><migrated xmlns="urn:example" to="b"/></finish>`),
+    ),
+    { action: "finish", id: "a" },
+  );
+});
+
 Deno.test("JMI: tolerate description child in retract/reject and non-JMI messages", () => {
   const m = parseXml(
     `<message type="chat"><retract xmlns="${NS_JMI}" id="x"><description xmlns="urn:xmpp:jingle:apps:rtp:1"/></retract></message>`,

@@ -1,39 +1,27 @@
 import assert from "node:assert/strict";
-import dgram from "node:dgram";
 import { filterRecords } from "../../media/webrtc.ts";
-import { makePair, rtpPacket, sleep } from "./helpers.ts";
+import { netTest, rtpText, sleep, withRelayedCall } from "./helpers.ts";
 
-/** An off-path attacker who knows the media port sends a plaintext (epoch 0) DTLS alert. */
-Deno.test({
-  name: "injected plaintext DTLS alert from a foreign address does not tear down the call",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    const { a, b, candidates } = await makePair();
-    const attacker = dgram.createSocket("udp4");
-    try {
-      await Promise.all([a.waitConnected(), b.waitConnected()]);
-      const host = candidates.b.map((c) => c.candidate.split(" ")).find((f) => f[7] === "host")!;
-      const send = (d: Uint8Array) =>
-        new Promise<void>((r) => attacker.send(d, Number(host[5]), host[4]!, () => r()));
+// Injected from the relay, i.e. from the address b validated through ICE, so the datagrams get past
+// the source-address filter (tests/media/source_address.test.ts) and reach werift's DTLS code.
+
+netTest(
+  "injected plaintext DTLS alert on the media path does not tear down the call",
+  () =>
+    withRelayedCall(async ({ b, relay, rtpAtB, sendAToB }) => {
+      const foreignBefore = b.stats().foreignSourceDrops;
       // record: type 21 (alert), DTLS 1.2 (fe fd), epoch 0, seq 99, length 2, warning(1) close_notify(0)
-      await send(new Uint8Array([21, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 99, 0, 2, 1, 0]));
+      await relay.injectToB(new Uint8Array([21, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 99, 0, 2, 1, 0]));
       // record with an unknown content type (werift treats any unknown type as an alert)
-      await send(new Uint8Array([30, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 100, 0, 2, 1, 0]));
+      await relay.injectToB(new Uint8Array([30, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 100, 0, 2, 1, 0]));
       await sleep(200);
       assert.equal(b.state().dtls, "connected");
-      const got: Uint8Array[] = [];
-      b.onRtp((e) => got.push(e.packet));
-      assert.ok(await a.sendRtp("audio", rtpPacket(1, new Uint8Array([1, 2, 3]))));
-      for (let i = 0; i < 25 && got.length < 1; i++) await sleep(20);
-      assert.equal(got.length, 1);
-    } finally {
-      attacker.close();
-      await a.close();
-      await b.close();
-    }
-  },
-});
+      await sendAToB(1, "after");
+      assert.equal(rtpAtB.length, 1);
+      assert.equal(rtpText(rtpAtB[0]!), "after");
+      assert.equal(b.stats().foreignSourceDrops, foreignBefore, "came from the validated address");
+    }),
+);
 
 Deno.test("filterRecords: after the handshake only encrypted, non-alert records pass", () => {
   const rec = (type: number, epoch: number, body: number[]) =>
@@ -61,36 +49,22 @@ Deno.test("filterRecords: after the handshake only encrypted, non-alert records 
   assert.equal(filterRecords(hs1.subarray(0, 10), true), undefined);
 });
 
-Deno.test({
-  name: "fuzz: 600 random/garbled datagrams to the media port neither crash nor break the call",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    const { a, b, candidates } = await makePair();
-    const attacker = dgram.createSocket("udp4");
-    try {
-      await Promise.all([a.waitConnected(), b.waitConnected()]);
-      const host = candidates.b.map((c) => c.candidate.split(" ")).find((f) => f[7] === "host")!;
+netTest(
+  "fuzz: 600 random/garbled datagrams on the media path neither crash nor break the call",
+  () =>
+    withRelayedCall(async ({ b, relay, rtpAtB, sendAToB }) => {
       const firstBytes = [0, 1, 20, 21, 22, 23, 30, 63, 64, 127, 128, 0x80, 0x90, 0xa0, 0xbf, 0xc0, 255];
       for (let i = 0; i < 600; i++) {
         const len = [0, 1, 2, 4, 11, 12, 13, 16, 20, 28, 40, 120][i % 12]!;
         const d = crypto.getRandomValues(new Uint8Array(len));
         if (len > 0) d[0] = firstBytes[i % firstBytes.length]!;
         if (len > 1 && i % 3 === 0) d[1] = 200 + (i % 8); // RTCP-looking
-        await new Promise<void>((r) => attacker.send(d, Number(host[5]), host[4]!, () => r()));
+        await relay.injectToB(d);
         if (i % 50 === 0) await sleep(5);
       }
       await sleep(100);
       assert.equal(b.state().dtls, "connected");
-      const got: Uint8Array[] = [];
-      b.onRtp((e) => got.push(e.packet));
-      assert.ok(await a.sendRtp("audio", rtpPacket(7, new Uint8Array([9]))));
-      for (let i = 0; i < 25 && got.length < 1; i++) await sleep(20);
-      assert.equal(got.length, 1);
-    } finally {
-      attacker.close();
-      await a.close();
-      await b.close();
-    }
-  },
-});
+      await sendAToB(7, "still");
+      assert.equal(rtpAtB.length, 1);
+    }),
+);

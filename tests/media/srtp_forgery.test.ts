@@ -1,90 +1,45 @@
 import assert from "node:assert/strict";
-import dgram from "node:dgram";
 import { ReplayWindow } from "../../media/webrtc.ts";
-import { makePair, rtpPacket, sleep } from "./helpers.ts";
+import { isSrtcp, isSrtp, netTest, rtpPacket, rtpText, waitFor, withRelayedCall } from "./helpers.ts";
 
-Deno.test({
-  name: "forged SRTP (bad auth tag) injected on the media port is dropped and counted",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    const { a, b, candidates } = await makePair();
-    const attacker = dgram.createSocket("udp4");
-    try {
-      await Promise.all([a.waitConnected(), b.waitConnected()]);
-      const got: Uint8Array[] = [];
-      b.onRtp((e) => got.push(e.packet));
-      const host = candidates.b.map((c) => c.candidate.split(" ")).find((f) => f[7] === "host");
-      assert.ok(host, "victim host candidate");
-      const [addr, port] = [host[4]!, Number(host[5])];
+// The attacker here is on the media path (the relay), so its packets come from the address b
+// validated through ICE and reach the SRTP layer; off-path packets are tests/media/source_address.test.ts.
 
-      // forged packets: plausible RTP header, random payload + 10-byte "tag"
-      const forged = (i: number) => {
-        const p = rtpPacket(1000 + i, crypto.getRandomValues(new Uint8Array(40)), 96);
-        return p;
-      };
+netTest(
+  "forged SRTP (bad auth tag) injected on the media path is dropped and counted",
+  () =>
+    withRelayedCall(async ({ b, relay, rtpAtB, sendAToB }) => {
+      const foreignBefore = b.stats().foreignSourceDrops;
+      // plausible RTP header, random payload + 10-byte "tag"
       for (let i = 0; i < 5; i++) {
-        await new Promise<void>((r) => attacker.send(forged(i), port, addr, () => r()));
+        await relay.injectToB(rtpPacket(1000 + i, crypto.getRandomValues(new Uint8Array(40)), 96));
       }
+      await waitFor(() => b.stats().srtpAuthFailures >= 5);
       // a legitimate packet still gets through afterwards
-      assert.ok(await a.sendRtp("audio", rtpPacket(1, new TextEncoder().encode("legit"))));
-      for (let i = 0; i < 50 && (b.stats().srtpAuthFailures < 5 || got.length < 1); i++) await sleep(20);
+      await sendAToB(1, "legit");
       assert.equal(b.stats().srtpAuthFailures, 5);
-      assert.equal(got.length, 1);
-      assert.equal(new TextDecoder().decode(got[0]!.subarray(12)), "legit");
+      assert.equal(rtpAtB.length, 1);
+      assert.equal(rtpText(rtpAtB[0]!), "legit");
       assert.equal(b.stats().audio.packetsReceived, 1);
-    } finally {
-      attacker.close();
-      await a.close();
-      await b.close();
-    }
-  },
-});
+      assert.equal(b.stats().foreignSourceDrops, foreignBefore, "came from the validated address");
+    }),
+);
 
-Deno.test({
-  name: "replayed authentic SRTP packets are dropped and counted",
-  sanitizeOps: false,
-  sanitizeResources: false,
-  fn: async () => {
-    const proto = dgram.Socket.prototype as unknown as { send: (...a: unknown[]) => unknown };
-    const orig = proto.send;
-    const captured: Uint8Array[] = [];
-    proto.send = function (this: unknown, ...args: unknown[]) {
-      const m = args[0];
-      if (
-        m instanceof Uint8Array && m.length > 12 && m[0]! >= 128 && m[0]! < 192 &&
-        (m[1]! < 192 || m[1]! > 223)
-      ) {
-        captured.push(Uint8Array.from(m));
-      }
-      return orig.apply(this, args);
-    };
-    const { a, b, candidates } = await makePair();
-    const attacker = dgram.createSocket("udp4");
-    try {
-      await Promise.all([a.waitConnected(), b.waitConnected()]);
-      const got: Uint8Array[] = [];
-      b.onRtp((e) => got.push(e.packet));
-      for (let i = 0; i < 3; i++) await a.sendRtp("audio", rtpPacket(i, new TextEncoder().encode(`p${i}`)));
-      for (let i = 0; i < 50 && got.length < 3; i++) await sleep(10);
-      assert.equal(got.length, 3);
-      assert.ok(captured.length >= 3, "captured SRTP from the wire");
-      const host = candidates.b.map((c) => c.candidate.split(" ")).find((f) => f[7] === "host")!;
-      for (const pkt of captured.slice(-3)) {
-        await new Promise<void>((r) => attacker.send(pkt, Number(host[5]), host[4]!, () => r()));
-      }
-      for (let i = 0; i < 50 && b.stats().srtpReplays < 3; i++) await sleep(10);
+netTest(
+  "replayed authentic SRTP packets are dropped and counted",
+  () =>
+    withRelayedCall(async ({ b, relay, rtpAtB, sendAToB }) => {
+      for (let i = 0; i < 3; i++) await sendAToB(i, `p${i}`);
+      assert.equal(rtpAtB.length, 3);
+      const captured = relay.aToB.filter((d) => isSrtp(d) && !isSrtcp(d));
+      assert.ok(captured.length >= 3, "captured SRTP on the wire");
+      for (const pkt of captured.slice(-3)) await relay.injectToB(pkt);
+      await waitFor(() => b.stats().srtpReplays >= 3);
       assert.equal(b.stats().srtpReplays, 3);
-      assert.equal(got.length, 3, "no replayed packet delivered");
+      assert.equal(rtpAtB.length, 3, "no replayed packet delivered");
       assert.equal(b.stats().srtpAuthFailures, 0);
-    } finally {
-      proto.send = orig;
-      attacker.close();
-      await a.close();
-      await b.close();
-    }
-  },
-});
+    }),
+);
 
 Deno.test("ReplayWindow: duplicates and too-old packets rejected, reordering within 64 accepted, seq wrap", () => {
   const w = new ReplayWindow();
