@@ -82,13 +82,12 @@ import {
 import { isSupportedAction, type TransferState, TransferStateMachine } from "../jingle/transfer_session.ts";
 import { createGcmDecryptStream, createGcmEncryptStream } from "../transfer/gcm.ts";
 import { type Download, DownloadRefusedError, openDownload, safeFileName } from "../transfer/download.ts";
-import { ibbReceive } from "../bytestreams/ibb.ts";
+import { ibbReceive, ibbSend } from "../bytestreams/ibb.ts";
 import {
   boundedSource,
   classify,
   faultInjector,
   hashTap,
-  sendIbb,
   sha256File,
   TransferError,
 } from "./file_streams.ts";
@@ -981,7 +980,7 @@ export async function setupFileTransfer(
       }
       try {
         if (ready.kind === "ibb") {
-          await sendIbb(conn, {
+          await ibbSend(conn, {
             to: s.peer,
             sid: ready.sid,
             blockSize: ready.blockSize,

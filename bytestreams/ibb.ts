@@ -141,17 +141,19 @@ function abortReason(signal: AbortSignal): Error {
   return reason instanceof Error ? reason : new DOMException(String(reason ?? "aborted"), "AbortError");
 }
 
-/** Rejects when `signal` aborts; the returned cleanup removes the listener. */
-function abortPromise(signal: AbortSignal | undefined): { promise: Promise<never>; dispose(): void } {
-  if (!signal) return { promise: new Promise<never>(() => {}), dispose() {} };
-  let onAbort = () => {};
-  const promise = new Promise<never>((_, reject) => {
-    onAbort = () => reject(abortReason(signal));
-    if (signal.aborted) onAbort();
-    else signal.addEventListener("abort", onAbort, { once: true });
+/**
+ * `promise`, or a rejection as soon as `signal` aborts. The listener lives only as long as this one wait:
+ * racing every read against one long-lived abort promise would leave a reaction per race on it, each
+ * keeping its chunk reachable until the transfer ends (the whole file in memory).
+ */
+function unlessAborted<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(abortReason(signal));
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(abortReason(signal));
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
   });
-  promise.catch(() => {});
-  return { promise, dispose: () => signal.removeEventListener("abort", onAbort) };
 }
 
 /**
@@ -165,7 +167,6 @@ export async function ibbSend(conn: XmppConnection, opts: IbbSendOptions): Promi
   const window = Math.max(1, opts.window ?? 8);
   const timeoutMs = opts.iqTimeoutMs ?? 30_000;
   const openEl = buildIbbOpen(sid, blockSize);
-  const aborted = abortPromise(signal);
   const reader = opts.source.getReader();
   const set = (payload: Element) => conn.iq(xml("iq", { type: "set", to }, payload), { timeoutMs });
   let opened = false;
@@ -173,14 +174,14 @@ export async function ibbSend(conn: XmppConnection, opts: IbbSendOptions): Promi
   const inFlight: Promise<number>[] = [];
   try {
     if (signal?.aborted) throw abortReason(signal);
-    await Promise.race([set(openEl), aborted.promise]);
+    await unlessAborted(set(openEl), signal);
     opened = true;
     let seq = 0;
     let block = new Uint8Array(blockSize);
     let filled = 0;
     const sendBlock = async (bytes: Uint8Array) => {
       if (inFlight.length >= window) {
-        acked += await Promise.race([inFlight.shift()!, aborted.promise]);
+        acked += await unlessAborted(inFlight.shift()!, signal);
         opts.onProgress?.(acked);
       }
       const sent = set(buildIbbData(sid, seq, bytes)).then(() => bytes.byteLength);
@@ -189,7 +190,7 @@ export async function ibbSend(conn: XmppConnection, opts: IbbSendOptions): Promi
       seq = (seq + 1) % SEQ_MODULO;
     };
     while (true) {
-      const { value, done } = await Promise.race([reader.read(), aborted.promise]);
+      const { value, done } = await unlessAborted(reader.read(), signal);
       if (done) break;
       let offset = 0;
       while (offset < value.byteLength) {
@@ -212,10 +213,10 @@ export async function ibbSend(conn: XmppConnection, opts: IbbSendOptions): Promi
     }
     if (filled > 0) await sendBlock(block.subarray(0, filled));
     while (inFlight.length > 0) {
-      acked += await Promise.race([inFlight.shift()!, aborted.promise]);
+      acked += await unlessAborted(inFlight.shift()!, signal);
       opts.onProgress?.(acked);
     }
-    await Promise.race([set(buildIbbClose(sid)), aborted.promise]);
+    await unlessAborted(set(buildIbbClose(sid)), signal);
     return { bytes: acked };
   } catch (err) {
     reader.cancel(err).catch(() => {});
@@ -225,7 +226,6 @@ export async function ibbSend(conn: XmppConnection, opts: IbbSendOptions): Promi
     }
     throw err;
   } finally {
-    aborted.dispose();
     reader.releaseLock();
   }
 }
