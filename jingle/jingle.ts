@@ -67,6 +67,15 @@ export const REASON_CONDITIONS = [
 /** A reason condition. */
 export type ReasonCondition = typeof REASON_CONDITIONS[number];
 
+/** A reason given as a condition name or a whole reason, checked; throws on a name that is not a condition. */
+export function toJingleReason(reason: JingleReason | string): JingleReason {
+  if (typeof reason !== "string") return reason;
+  if (!(REASON_CONDITIONS as readonly string[]).includes(reason)) {
+    throw new Error(`not a Jingle reason condition: '${reason}'`);
+  }
+  return { condition: reason as ReasonCondition };
+}
+
 /** `<reason>`: condition, optional text, optional alternative-session sid, app-specific children. */
 export interface JingleReason {
   condition: ReasonCondition;

@@ -15,7 +15,7 @@
  * No I/O: every edge is listed in {@link TRANSITIONS}; {@link CallStateMachine.transition} refuses any other edge.
  * @module
  */
-import { type JingleAction, type JingleReason, REASON_CONDITIONS, type ReasonCondition } from "./jingle.ts";
+import { type JingleAction, type JingleReason, toJingleReason } from "./jingle.ts";
 
 /** Who placed the call, from our side. */
 export type CallDirection = "outgoing" | "incoming";
@@ -157,12 +157,7 @@ export class CallStateMachine {
     let r: JingleReason | undefined;
     if (to === "ended") {
       if (reason === undefined) throw new Error("ending a call needs a reason");
-      if (typeof reason === "string") {
-        if (!(REASON_CONDITIONS as readonly string[]).includes(reason)) {
-          throw new Error(`not a Jingle reason condition: '${reason}'`);
-        }
-        r = { condition: reason as ReasonCondition };
-      } else r = reason;
+      r = toJingleReason(reason);
       this.#reason = r;
     }
     this.#state = to;

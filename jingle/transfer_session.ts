@@ -19,7 +19,7 @@
  * refuses any other edge, and {@link transferAcceptsAction} says which received Jingle actions fit a state.
  * @module
  */
-import { type JingleAction, type JingleReason, REASON_CONDITIONS, type ReasonCondition } from "./jingle.ts";
+import { type JingleAction, type JingleReason, toJingleReason } from "./jingle.ts";
 
 /** Our role in the session: initiator = the side that offers (and sends) the file. */
 export type TransferRole = "initiator" | "responder";
@@ -182,12 +182,7 @@ export class TransferStateMachine {
       if (r.condition !== "success") throw new Error("a completed transfer ends with success");
     } else if (to === "failed") {
       if (reason === undefined) throw new Error("failing a transfer needs a reason");
-      if (typeof reason === "string") {
-        if (!(REASON_CONDITIONS as readonly string[]).includes(reason)) {
-          throw new Error(`not a Jingle reason condition: '${reason}'`);
-        }
-        r = { condition: reason as ReasonCondition };
-      } else r = reason;
+      r = toJingleReason(reason);
       if (r.condition === "success") throw new Error("a failed transfer cannot end with success");
     }
     if (r) this.#reason = r;
