@@ -3,7 +3,7 @@
  * devices), session-info, and XEP-0215 STUN discovery against a tiny in-test STUN responder.
  */
 import assert from "node:assert/strict";
-import { endpointOn, quiet } from "./_support.ts";
+import { connectionOn, endpointOn, quiet } from "./_support.ts";
 import dgram from "node:dgram";
 import type { Endpoint } from "../../bot/endpoint.ts";
 import { type Call, type Calls, type CallsOptions, NS_EXTDISCO, setupCalls } from "../../bot/calls.ts";
@@ -16,14 +16,7 @@ import {
   NS_JMI,
   parseJmiElement,
 } from "../../jingle/mod.ts";
-import {
-  connectXmpp,
-  type Element,
-  queryDiscoInfo,
-  StanzaError,
-  xml,
-  type XmppConnection,
-} from "../../xmpp/mod.ts";
+import { type Element, queryDiscoInfo, StanzaError, xml, type XmppConnection } from "../../xmpp/mod.ts";
 
 const verbose = Deno.env.get("CALLS_DEBUG")
   ? {
@@ -133,15 +126,7 @@ Deno.test({
       return e;
     };
     const raw = async (user: string, resource: string) => {
-      await server.createAccount(user, "pw").catch(() => {});
-      const c = await connectXmpp({
-        jid: `${user}@${server.domain}/${resource}`,
-        password: "pw",
-        server: { host: server.host, port: server.c2sPort },
-        caPem: server.certificatePem,
-        logger: quiet,
-        reconnect: false,
-      });
+      const c = await connectionOn(server, user, resource);
       raws.push(c);
       await c.sendPresence();
       return c;

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import dgram from "node:dgram";
-import { endpointOn, quiet } from "./_support.ts";
+import { connectionOn, endpointOn, quiet } from "./_support.ts";
 import { rtpPacket, sleep } from "../media/helpers.ts";
 import { FIXTURES, loadCapture } from "../jingle/_helpers.ts";
 import type { Endpoint } from "../../bot/endpoint.ts";
@@ -34,7 +34,7 @@ import {
   parseXml,
   sdpToContentMap,
 } from "../../jingle/mod.ts";
-import { connectXmpp, type Element, type XmppConnection } from "../../xmpp/mod.ts";
+import { type Element, type XmppConnection } from "../../xmpp/mod.ts";
 import { createPeer, type Peer } from "../../media/webrtc.ts";
 
 const verbose = Deno.env.get("CALLS_DEBUG")
@@ -190,15 +190,7 @@ Deno.test({
     const opened: Endpoint[] = [];
     let botCalls: Calls | undefined;
     const raw = async (user: string, resource: string): Promise<RawClient> => {
-      await server.createAccount(user, "pw").catch(() => {});
-      const conn = await connectXmpp({
-        jid: `${user}@${server.domain}/${resource}`,
-        password: "pw",
-        server: { host: server.host, port: server.c2sPort },
-        caPem: server.certificatePem,
-        logger: quiet,
-        reconnect: false,
-      });
+      const conn = await connectionOn(server, user, resource);
       raws.push(conn);
       const r = record(conn);
       // Available before anyone sends to the bare JID (else Prosody stores the message offline): wait for the

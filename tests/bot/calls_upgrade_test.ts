@@ -4,7 +4,7 @@
  * contents) and the XEP-0353 existing-session rule (`<finish><migrated/></finish>`).
  */
 import assert from "node:assert/strict";
-import { endpointOn, quiet } from "./_support.ts";
+import { connectionOn, endpointOn, quiet } from "./_support.ts";
 import { rtpPacket, sleep } from "../media/helpers.ts";
 import type { Endpoint } from "../../bot/endpoint.ts";
 import { type Call, type Calls, type CallsOptions, setupCalls } from "../../bot/calls.ts";
@@ -22,7 +22,7 @@ import {
   parseJingle,
   parseJmiElement,
 } from "../../jingle/mod.ts";
-import { connectXmpp, type Element, StanzaError, type XmppConnection } from "../../xmpp/mod.ts";
+import { type Element, StanzaError, type XmppConnection } from "../../xmpp/mod.ts";
 import type { MediaKind } from "../../media/webrtc.ts";
 
 const verbose = Deno.env.get("CALLS_DEBUG")
@@ -570,15 +570,7 @@ Deno.test({
         async () => {
           const { a, b } = await dial(bobCalls, aliceCalls, alice);
           // bob's client "restarts" as another resource and calls again.
-          await server.createAccount("bob", "pw").catch(() => {});
-          const phone = await connectXmpp({
-            jid: `bob@${server.domain}/phone`,
-            password: "pw",
-            server: { host: server.host, port: server.c2sPort },
-            caPem: server.certificatePem,
-            logger: quiet,
-            reconnect: false,
-          });
+          const phone = await connectionOn(server, "bob", "phone");
           raws.push(phone);
           await phone.sendPresence();
           const phoneSpy = jmiSpy(phone);

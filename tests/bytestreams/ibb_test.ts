@@ -11,8 +11,8 @@ import {
   parseIbb,
 } from "../../bytestreams/ibb.ts";
 import { startProsody } from "../../scripts/prosody.ts";
-import { connectXmpp, type Element, StanzaError, xml, type XmppConnection } from "../../xmpp/mod.ts";
-import { quiet } from "../bot/_support.ts";
+import { type Element, StanzaError, xml, type XmppConnection } from "../../xmpp/mod.ts";
+import { connectionOn } from "../bot/_support.ts";
 import { drain, endlessSource, randomSource, sleep } from "./_streams.ts";
 
 const b64 = (bytes: Uint8Array) => btoa(String.fromCharCode(...bytes));
@@ -70,14 +70,7 @@ Deno.test({
     const server = await startProsody();
     const conns: XmppConnection[] = [];
     const login = async (user: string) => {
-      await server.createAccount(user, "pw");
-      const conn = await connectXmpp({
-        jid: `${user}@${server.domain}/ibb`,
-        password: "pw",
-        server: { host: server.host, port: server.c2sPort },
-        caPem: server.certificatePem,
-        logger: quiet,
-      });
+      const conn = await connectionOn(server, user, "ibb");
       conns.push(conn);
       return conn;
     };

@@ -11,8 +11,8 @@ import {
   S5bError,
 } from "../../bytestreams/socks5.ts";
 import { freePort, startProsody } from "../../scripts/prosody.ts";
-import { connectXmpp, StanzaError, type XmppConnection } from "../../xmpp/mod.ts";
-import { quiet } from "../bot/_support.ts";
+import { StanzaError, type XmppConnection } from "../../xmpp/mod.ts";
+import { connectionOn } from "../bot/_support.ts";
 import { loadCapture } from "../jingle/_helpers.ts";
 import { drain, randomSource, sleep } from "./_streams.ts";
 
@@ -301,14 +301,7 @@ Deno.test({
     const server = await startProsody();
     const conns: XmppConnection[] = [];
     const login = async (user: string) => {
-      await server.createAccount(user, "pw");
-      const conn = await connectXmpp({
-        jid: `${user}@${server.domain}/s5b`,
-        password: "pw",
-        server: { host: server.host, port: server.c2sPort },
-        caPem: server.certificatePem,
-        logger: quiet,
-      });
+      const conn = await connectionOn(server, user, "s5b");
       conns.push(conn);
       return conn;
     };
