@@ -7,7 +7,6 @@
  * acceptable (loopback, internal addresses) is decided by the connection policy, not here.
  * @module
  */
-import { createHash } from "node:crypto";
 import { badRequest, JingleProtocolError } from "./errors.ts";
 import { NS_JIBB, NS_S5B } from "./namespaces.ts";
 import { el, type Element } from "./xml.ts";
@@ -68,14 +67,6 @@ export function s5bPriority(type: S5bCandidateType, localPreference = 0): number
     badRequest(`s5b local preference must be 0..65535, got ${localPreference}`);
   }
   return pref * 0x10000 + localPreference;
-}
-
-/**
- * The SOCKS5 DST.ADDR of a candidate set: hex SHA-1 of `sid ‖ owner JID ‖ peer JID`, where the owner is the
- * side that listens on / offers those candidates (checked against Dino 0.4.2 captures).
- */
-export function s5bDstaddr(sid: string, ownerJid: string, peerJid: string): string {
-  return createHash("sha1").update(sid + ownerJid + peerJid, "utf8").digest("hex");
 }
 
 const CANDIDATE_TYPES: readonly string[] = ["direct", "assisted", "tunnel", "proxy"];

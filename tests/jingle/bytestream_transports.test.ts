@@ -9,9 +9,9 @@ import {
   parseFileTransport,
   parseXml,
   S5B_TYPE_PREFERENCE,
-  s5bDstaddr,
   s5bPriority,
 } from "../../jingle/mod.ts";
+import { s5bDstAddr } from "../../bytestreams/socks5.ts";
 import { captureFiles, loadCapture } from "./_helpers.ts";
 
 function roundTrip(t: FileTransport): void {
@@ -127,8 +127,8 @@ Deno.test("S5B: dstaddr is SHA-1(sid ‖ owner JID ‖ peer JID), as in the Dino
   const sid = "afe1b68b-5aef-4a21-a136-e8b6c82a3c30";
   const alice = "alice@dino.test/dino-alice";
   const bob = "bob@dino.test/dino-bob";
-  assert.equal(s5bDstaddr(sid, alice, bob), "d95eb77bc965791df494a7b3da2c8654b417495f");
-  assert.equal(s5bDstaddr(sid, bob, alice), "045e4ddbf2c4f0eefb940907aac8f4e36225f3c3");
+  assert.equal(s5bDstAddr(sid, alice, bob), "d95eb77bc965791df494a7b3da2c8654b417495f");
+  assert.equal(s5bDstAddr(sid, bob, alice), "045e4ddbf2c4f0eefb940907aac8f4e36225f3c3");
 });
 
 Deno.test("S5B: priorities per XEP-0260", () => {
