@@ -60,6 +60,7 @@ import {
 } from "../jingle/mod.ts";
 import { acceptsAction, type CallDirection, type CallState, CallStateMachine } from "../jingle/session.ts";
 import { createPeer, type IceServerConfig, type MediaKind, type Peer } from "../media/webrtc.ts";
+import { unsupportedCodecs } from "../media/codecs.ts";
 import type { TrustState } from "../omemo/mod.ts";
 
 /** How to treat OMEMO verification of the DTLS fingerprint. */
@@ -136,6 +137,8 @@ export interface Call {
   readonly remoteMuted: boolean;
   /** The STUN/TURN servers this call's media plane was given (XEP-0215 or options). */
   readonly iceServers: readonly IceServerConfig[];
+  /** Both descriptions (plain fingerprints) once offer and answer were exchanged: the codecs in the record. */
+  readonly negotiated: { local: RtpContentMap; remote: RtpContentMap } | undefined;
   /** Sends a XEP-0167 session-info (`ringing`, `active`, `mute`, …) once a Jingle session exists. */
   sendInfo(info: SessionInfo): Promise<void>;
   /**
@@ -341,6 +344,8 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     readonly pendingLocal: { mid: string; candidate: IceCandidate }[] = [];
     readonly sentLocal = new Set<string>();
     contentMap?: RtpContentMap;
+    /** Our own description (offer or answer), as sent but with the plain fingerprint. */
+    localDescription?: RtpContentMap;
     localUfrag?: string;
     localPwd?: string;
     /** Our ICE credentials per content name: one pair when bundled, one per content for an unbundled (Dino) offer. */
@@ -410,6 +415,11 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         },
         get iceServers() {
           return s.iceServers;
+        },
+        get negotiated() {
+          return s.localDescription && s.remoteMap
+            ? { local: s.localDescription, remote: s.remoteMap }
+            : undefined;
         },
         sendInfo: (info) => this.sendInfo(info),
         addVideo: () => this.addVideo(),
@@ -1211,6 +1221,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       if (this.fsm.ended) return;
       const map = this.localMap(offer, "initiator");
       this.contentMap = map;
+      this.localDescription = map;
       let contents = map.contents;
       if (verify !== "off" && deviceId !== undefined) {
         this.omemoDevice = deviceId;
@@ -1263,6 +1274,14 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       }
       const contents = await this.readFingerprints(j.contents, this.sentVerified || verify === "require");
       this.remoteMap = { contents, groups: j.groups.length ? j.groups : this.contentMap!.groups };
+      const unsupported = unsupportedCodecs(this.remoteMap);
+      if (unsupported) {
+        log.warn("call refused: the answer chose a codec we cannot send or record", {
+          sid: this.sid,
+          unsupported,
+        });
+        throw new CallError("failed-application", unsupported);
+      }
       const sdp = contentMapToSdp(this.remoteMap, { author: "responder" });
       await this.peer!.setRemoteDescription("answer", sdp);
       await this.flushRemote();
@@ -1362,6 +1381,13 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       const answer = await peer.createAnswer();
       if (this.fsm.ended) return;
       const map = this.localMap(answer, "responder");
+      this.localDescription = map;
+      // werift answers codecs it knows but our media cannot produce or record (PCMU, G722, H264…): refuse.
+      const unsupported = unsupportedCodecs(map);
+      if (unsupported) {
+        log.warn("call refused: no codec we can send and record", { sid: this.sid, unsupported });
+        throw new CallError("failed-application", unsupported);
+      }
       let out = map.contents;
       if (this.verification.omemo && this.verification.deviceId !== undefined) {
         out = await this.encryptFingerprints(out, this.verification.deviceId);

@@ -13,7 +13,8 @@
 import { createEndpoint, type Endpoint } from "./endpoint.ts";
 import { type Call, type Calls, setupCalls } from "./calls.ts";
 import { bareJid, type CliConfig, cliOrExit, stderrLogger } from "./cli.ts";
-import { type CallRun, runCall } from "./call_runner.ts";
+import { type CallRun, checkPlay, runCall } from "./call_runner.ts";
+import { stopIdleSources } from "../media/sources.ts";
 import { type CallRecord, emitRecord, summarize } from "./records.ts";
 import type { Logger } from "../xmpp/mod.ts";
 import { type FileTransfers, setupFileTransfer, summarizeTransfer, type TransferRecord } from "./files.ts";
@@ -66,6 +67,7 @@ export async function signIn(config: CliConfig, logger: Logger): Promise<Endpoin
 export async function startBot(config: CliConfig, options: BotOptions = {}): Promise<Bot> {
   const log = options.logger ?? stderrLogger(config.logLevel);
   const ownEndpoint = !options.endpoint;
+  if (!config.echo) await checkPlay(config.play); // a bad --play file fails at start, not in the first call
   const endpoint = options.endpoint ?? await signIn(config, log);
   const allow = new Set(config.allow.map(bareJid));
   const allowed = (jid: string) => allow.size === 0 || allow.has(bareJid(jid));
@@ -98,6 +100,7 @@ export async function startBot(config: CliConfig, options: BotOptions = {}): Pro
       echo: config.echo,
       ...(config.recordDir ? { recordDir: config.recordDir } : {}),
       logger: log,
+      sourceLingerMs: 30_000, // the next call finds the --play encoders warm (media at once)
     });
     active.set(call.sid, run);
     let limit: ReturnType<typeof setTimeout> | undefined;
@@ -118,10 +121,11 @@ export async function startBot(config: CliConfig, options: BotOptions = {}): Pro
       clearTimeout(limit);
       active.delete(call.sid);
       records.push(record);
+      // A record directory that cannot take the file (full disk) is logged; the record is still announced.
       await emitRecord(record, {
         json: config.json,
         ...(config.recordDir ? { recordDir: config.recordDir } : {}),
-      });
+      }).catch((e) => log.error("call record failed", { sid: call.sid, error: String(e) }));
       if (summaries) log.info(`call ended\n${summarize(record)}`);
       for (const cb of recordCbs) cb(record);
     }).catch((e) => log.error("call record failed", { sid: call.sid, error: String(e) }));
@@ -242,6 +246,7 @@ export async function startBot(config: CliConfig, options: BotOptions = {}): Pro
         // Calls still ringing (not tracked) end through calls.stop().
         while (pending.size) await Promise.all([...pending]);
         await calls.stop().catch(() => {});
+        await stopIdleSources();
         if (ownEndpoint) await endpoint.close().catch(() => {});
       })();
     },

@@ -98,7 +98,7 @@ export interface Negotiation {
  * defaults. We sent the offer when the call is outgoing (session-initiate), the answer when incoming.
  */
 export function callCodecs(call: Call): { codecs: CallRecord["codecs"]; from: CallRecord["codecsFrom"] } {
-  const negotiated = (call as Call & { readonly negotiated?: Negotiation }).negotiated;
+  const negotiated = call.negotiated;
   if (negotiated) {
     const codecs = negotiatedCodecs(negotiated.local, negotiated.remote, call.direction === "outgoing");
     return { codecs, from: "negotiation" };
