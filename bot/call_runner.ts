@@ -20,6 +20,10 @@
  * as long as the connected call. Nothing is spawned for a call that only rings (it may be refused). A call
  * that ends before connecting releases them and leaves no recording.
  *
+ * Media added during the call (a video upgrade: our `call.addVideo()` or the peer's accepted content-add)
+ * gets its source (or echo) and its recorder as soon as it appears in `call.media`; media removed (the peer's
+ * content-remove) is no longer sent, and its recording is finished with the call.
+ *
  * @module
  */
 import type { Call } from "./calls.ts";
@@ -179,7 +183,11 @@ export function runCall(call: Call, opts: RunOptions): CallRun {
       if (call.peer) lastStats = structuredClone(call.peer.stats());
     } catch { /* closed */ }
   };
-  const ticker = setInterval(snapshot, 250);
+  // The call has no event for media added or removed (calls.ts): the ticker also compares `call.media`.
+  const ticker = setInterval(() => {
+    snapshot();
+    watchMedia();
+  }, 250);
   let ended = false;
   let connected = false;
   let stoppingRecorders = false;
@@ -216,45 +224,57 @@ export function runCall(call: Call, opts: RunOptions): CallRun {
     log.warn("cannot record", { sid: call.sid, kind, path, error });
   };
 
+  /** Why the record directory cannot be used (then nothing is recorded). */
+  let recordDirError: string | undefined;
+  /** Media whose recorder was started (or given up): one recording per medium per call. */
+  const recordingClaimed = new Set<MediaKind>();
+
   const prepareRecorders = async () => {
     if (!opts.recordDir) return;
     try {
       await Deno.mkdir(opts.recordDir, { recursive: true });
     } catch (e) {
-      const error = `cannot create the record directory ${opts.recordDir}: ${message(e)}`;
-      for (const kind of call.media) {
-        notRecorded.add(kind);
-        early.delete(kind);
-        cannotRecord(kind, opts.recordDir, error);
-      }
+      recordDirError = `cannot create the record directory ${opts.recordDir}: ${message(e)}`;
+    }
+    for (const kind of [...call.media]) {
+      await startRecording(kind);
+      if (ended) return;
+    }
+  };
+
+  /** Starts the recorder of `kind` (once per call), attached at once when the call is connected. */
+  const startRecording = async (kind: MediaKind) => {
+    if (!opts.recordDir || recordingClaimed.has(kind)) return;
+    recordingClaimed.add(kind);
+    if (recordDirError) {
+      notRecorded.add(kind);
+      early.delete(kind);
+      cannotRecord(kind, opts.recordDir, recordDirError);
       return;
     }
-    for (const kind of call.media) {
-      const path = recordingPath(kind);
-      try {
-        const rec = await recorderStarts(() =>
-          startRecorder({ kind, path, codec: kind === "audio" ? "opus" : "vp8" })
-        );
-        recorders.push({ kind, rec });
-        readyAt.recorders[kind] = performance.now();
-        rec.exited.then((x) => {
-          if (stoppingRecorders || ended) return;
-          // Logged now; the record gets ffmpeg's own reason (e.g. "No space left on device") from stop().
-          log.warn("recording failed during the call; the call continues", {
-            sid: call.sid,
-            kind,
-            path,
-            pid: rec.pid,
-            reason: x.reason,
-          });
+    const path = recordingPath(kind);
+    try {
+      const rec = await recorderStarts(() =>
+        startRecorder({ kind, path, codec: kind === "audio" ? "opus" : "vp8" })
+      );
+      recorders.push({ kind, rec });
+      readyAt.recorders[kind] = performance.now();
+      rec.exited.then((x) => {
+        if (stoppingRecorders || ended) return;
+        // Logged now; the record gets ffmpeg's own reason (e.g. "No space left on device") from stop().
+        log.warn("recording failed during the call; the call continues", {
+          sid: call.sid,
+          kind,
+          path,
+          pid: rec.pid,
+          reason: x.reason,
         });
-        if (connected) attachRecorder(kind, rec);
-      } catch (e) {
-        notRecorded.add(kind);
-        early.delete(kind);
-        cannotRecord(kind, path, message(e));
-      }
-      if (ended) return;
+      });
+      if (connected) attachRecorder(kind, rec);
+    } catch (e) {
+      notRecorded.add(kind);
+      early.delete(kind);
+      cannotRecord(kind, path, message(e));
     }
   };
 
@@ -317,6 +337,9 @@ export function runCall(call: Call, opts: RunOptions): CallRun {
     }
   };
 
+  /** What feeds each medium now (its source's unsubscribe), so that a removed medium can stop. */
+  const feeding = new Map<MediaKind, { handle: SharedSourceHandle; off: () => void }>();
+
   /** Feeds the connected call from `handle`; watches it and restarts it when its ffmpeg dies. */
   const feed = (kind: MediaKind, handle: SharedSourceHandle) => {
     const peer = call.peer!;
@@ -332,8 +355,10 @@ export function runCall(call: Call, opts: RunOptions): CallRun {
       void peer.sendRtp(kind, stream.rewrite(p)).catch(() => {});
     });
     cleanups.push(off);
+    feeding.set(kind, { handle, off });
     void handle.source.exited.then((x) => {
-      if (ended || x.reason === "stopped") return;
+      if (ended || x.reason === "stopped" || feeding.get(kind)?.handle !== handle) return;
+      feeding.delete(kind);
       off();
       if (sources.get(kind) === handle) sources.delete(kind);
       void handle.release().catch(() => {});
@@ -369,30 +394,85 @@ export function runCall(call: Call, opts: RunOptions): CallRun {
 
   /** Per medium: the encoder acquired when answered (resolves undefined for echo or failure). */
   const prepared = new Map<MediaKind, Promise<SharedSourceHandle | undefined>>();
+  /** Media sent (or being set up to be sent) by this run; the media watch adds and removes the later ones. */
+  const sending = new Set<MediaKind>();
   const prepareSources = () => {
-    if (opts.echo) return;
-    for (const kind of call.media) prepared.set(kind, track(acquire(kind)));
+    for (const kind of call.media) {
+      sending.add(kind);
+      if (!opts.echo) prepared.set(kind, track(acquire(kind)));
+    }
+  };
+
+  /** Feeds `kind` from `handle` unless its negotiated codec is one we cannot encode (then released). */
+  const feedChecked = async (kind: MediaKind, handle: SharedSourceHandle) => {
+    const problem = codecProblem(kind);
+    if (problem) {
+      errors.push(`source ${kind}: ${problem}; nothing is sent`);
+      log.warn("not sending: unsupported codec", { sid: call.sid, kind, problem });
+      sources.delete(kind);
+      await handle.release().catch(() => {});
+      return;
+    }
+    feed(kind, handle);
   };
 
   const startFeeding = async () => {
     const peer = call.peer!;
     if (opts.echo) {
-      for (const kind of call.media) sent[kind] = "echo";
+      // Every medium the peer sends comes back, including media added later.
+      for (const kind of sending) sent[kind] = "echo";
       cleanups.push(peer.onRtp((e) => void peer.sendRtp(e.kind, e.packet).catch(() => {})));
       return;
     }
-    for (const kind of call.media) {
+    for (const kind of sending) {
       const handle = await prepared.get(kind);
       if (!handle || ended) continue;
-      const problem = codecProblem(kind);
-      if (problem) {
-        errors.push(`source ${kind}: ${problem}; nothing is sent`);
-        log.warn("not sending: unsupported codec", { sid: call.sid, kind, problem });
+      await feedChecked(kind, handle);
+    }
+  };
+
+  // ---- media added or removed during the call (video upgrade, content-remove)
+
+  /** Starts sending and recording a medium that appeared in `call.media` (e.g. video after an upgrade). */
+  const addMedium = async (kind: MediaKind) => {
+    log.info("media added during the call: sending and recording it", { sid: call.sid, kind });
+    const recording = startRecording(kind);
+    if (opts.echo) sent[kind] = "echo";
+    else {
+      const handle = await acquire(kind);
+      if (handle && !ended && sending.has(kind)) await feedChecked(kind, handle);
+      else if (handle) {
         sources.delete(kind);
         await handle.release().catch(() => {});
-        continue;
       }
-      feed(kind, handle);
+    }
+    await recording;
+  };
+
+  /** Stops sending a medium that left `call.media` (its recording goes on until the call ends). */
+  const removeMedium = (kind: MediaKind) => {
+    log.info("media removed during the call: no longer sent", { sid: call.sid, kind });
+    const f = feeding.get(kind);
+    if (!f) return;
+    feeding.delete(kind);
+    f.off();
+    if (sources.get(kind) === f.handle) sources.delete(kind);
+    void track(f.handle.release().catch(() => {}));
+  };
+
+  /** Compares `call.media` with what this run sends; runs on the ticker once the initial media is set up. */
+  let watchingMedia = false;
+  const watchMedia = () => {
+    if (!watchingMedia || ended) return;
+    for (const kind of call.media) {
+      if (sending.has(kind)) continue;
+      sending.add(kind);
+      void track(addMedium(kind));
+    }
+    for (const kind of [...sending]) {
+      if (call.media.includes(kind)) continue;
+      sending.delete(kind);
+      removeMedium(kind);
     }
   };
 
@@ -425,6 +505,8 @@ export function runCall(call: Call, opts: RunOptions): CallRun {
     for (const { kind, rec } of recorders) attachRecorder(kind, rec); // the ones ready by now
     await answered;
     await Promise.all([startFeeding(), recordersPrepared]);
+    watchingMedia = true;
+    watchMedia();
   }, () => {});
 
   const record = (async () => {

@@ -5,8 +5,9 @@
  * Also: the media-set checks (a session-initiate after JMI carries exactly the proposed media, a session-accept
  * exactly the initiated contents, else `security-error`), the XEP-0353 existing-session rule (a new propose from a
  * party with a running call migrates it: `<finish><expired/><migrated to/></finish>`), and the video upgrade:
- * content-add / content-accept / content-reject renegotiated on werift (BUNDLE STUB transport as Conversations; a
- * content with its own transport in Dino's unbundled sessions, accepted but not initiated by us).
+ * content-add / content-accept / content-reject renegotiated on werift, both ways (BUNDLE STUB transport as
+ * Conversations; a content with its own ICE-UDP transport in Dino's unbundled sessions), simultaneous content-adds
+ * settled by the XEP-0166 tie-break (the initiator's wins).
  *
  * @module
  */
@@ -88,6 +89,9 @@ export interface CallsOptions {
   /** Accept a peer's content-add that adds video to an audio-only call (default true); every other
    * content-add is answered with content-reject. */
   acceptVideoUpgrade?: boolean;
+  /** Our offers BUNDLE every content on one ICE transport (default true, as Conversations); `false`: one ICE
+   * transport per content, as Dino offers. As callee the peer's offer decides. */
+  bundle?: boolean;
 }
 
 /** Timestamps (`performance.timeOrigin`-based ms) of the steps of a call. */
@@ -142,11 +146,13 @@ export interface Call {
   /** Sends a XEP-0167 session-info (`ringing`, `active`, `mute`, …) once a Jingle session exists. */
   sendInfo(info: SessionInfo): Promise<void>;
   /**
-   * Upgrades an active audio-only call to audio+video (XEP-0166 content-add of a video content on the existing
-   * BUNDLE transport, as Conversations does). Resolves true once the peer's content-accept is applied (video
-   * RTP can flow both ways), false when the peer answered content-reject (or did not answer in time). Throws when
-   * the call is not active, already has video, is not bundled, or the peer does not advertise
-   * `urn:xmpp:jingle:apps:rtp:video`.
+   * Upgrades an active audio-only call to audio+video (XEP-0166 content-add of a video content: on the existing
+   * BUNDLE transport as Conversations does, or with its own ICE-UDP transport in an unbundled session as Dino
+   * does). Resolves true once the peer's content-accept is applied (video RTP can flow both ways), false when
+   * the peer answered content-reject (or did not answer in time). When both sides add at the same moment the
+   * initiator's content-add wins (XEP-0166 tie-break): the responder's addVideo() resolves with the outcome of
+   * accepting the initiator's. Throws when the call is not active, already has video, or the peer does not
+   * advertise `urn:xmpp:jingle:apps:rtp:video`.
    */
   addVideo(): Promise<boolean>;
   /** Subscribe to state changes. */
@@ -280,6 +286,24 @@ function mediaList(contents: JingleContent[]): string {
   return contents.map((c) => c.description?.kind === "rtp" ? c.description.media : "?").sort().join(",");
 }
 
+/** Our content-add in progress. */
+interface OwnAdd {
+  /** Names of the added contents (set once werift made the offer). */
+  names: string[];
+  /** Ends the wait for the answer: the peer's content-accept / content-reject, `lost` (the initiator's
+   * simultaneous content-add won the tie-break) or undefined (no answer, call ended). */
+  answer: (r: Jingle | "lost" | undefined) => void;
+  /** The initiator's simultaneous content-add won the tie-break (we are the responder). */
+  lost: boolean;
+  /** The peer's content-accept / content-reject arrived. */
+  answered?: boolean;
+}
+
+/** A Jingle IQ error is `<conflict/>` + `<tie-break/>` (XEP-0166 "Tie Breaking Related to Jingle Actions"). */
+function isTieBreak(e: unknown): boolean {
+  return e instanceof StanzaError && e.condition === "conflict" && e.application?.name === "tie-break";
+}
+
 /** Registers the call features and handlers on `endpoint`. */
 export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {}): Promise<Calls> {
   const conn = endpoint.conn;
@@ -358,10 +382,22 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     readonly stateCbs = new Set<(s: CallState) => void>();
     /** The peer's RTP contents as last applied (plain fingerprints): the base of every renegotiation. */
     remoteMap?: RtpContentMap;
-    /** Our content-add waiting for content-accept / content-reject. */
-    pendingAdd?: { names: string[]; answer: (j: Jingle | undefined) => void };
-    /** A renegotiation (content-add, ours or the peer's) is under way: a second one is refused. */
-    renegotiating = false;
+    /** Our content-add under way (from werift's offer until the peer's answer is applied). */
+    ownAdd?: OwnAdd;
+    /** The peer's content-add being answered (its content-accept / content-reject not sent yet). */
+    peerAdd?: { names: string[]; done: Promise<void> };
+    /** Called when the peer's next content-add arrives (a tie-break loser waits for the winner's). */
+    readonly peerAddWaiters = new Set<() => void>();
+    /** werift renegotiation steps (offer, answer) run one after the other. */
+    #chain: Promise<unknown> = Promise.resolve();
+    /** Content names of the received session-initiate (known before its processing finishes). */
+    initiateNames: string[] = [];
+    /** The DTLS setup we answered per content (the peer took the other role): pins later renegotiations. */
+    readonly answeredSetup = new Map<string, "active" | "passive">();
+    /** The BUNDLE policy the media plane was created with. */
+    mediaBundled = true;
+    /** werift holds a local offer of ours (content-add) that no answer or remote offer settled yet. */
+    localOfferPending = false;
     /** `o=` version of the SDPs we synthesise for werift; bumped per renegotiation. */
     sdpVersion = 2;
     readonly endedP: Promise<CallEnd>;
@@ -513,20 +549,46 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       return this.remoteMap?.groups.find((g) => g.semantics === "BUNDLE");
     }
 
+    /** Runs `step` after every werift renegotiation step queued before it: offers and answers never interleave. */
+    serial<T>(step: () => Promise<T>): Promise<T> {
+      const run = this.#chain.then(step, step);
+      this.#chain = run.catch(() => {});
+      return run;
+    }
+
+    /** Is `name` a content of this session, or of a content-add (ours or the peer's) under way? */
+    knowsContent(name: string): boolean {
+      return !!this.contentMap?.contents.some((c) => c.name === name) || this.initiateNames.includes(name) ||
+        this.negotiating(name);
+    }
+
+    /** Is content `name` being added right now (its candidates wait for the description that names it)? */
+    negotiating(name: string): boolean {
+      return !!this.ownAdd?.names.includes(name) || !!this.peerAdd?.names.includes(name);
+    }
+
     /**
      * The peer's content map extended by `added` (whose empty STUB transports borrow the BUNDLE transport), as SDP
-     * for werift. The DTLS `setup` is pinned to the role the handshake already settled (an `actpass` from the
-     * original offer inside an answer would make werift pick a role again); candidates are left out (ICE runs).
+     * for werift. The DTLS `setup` of the running transports is pinned to the role their handshake already settled
+     * (an `actpass` from the original offer inside an answer would make werift pick a role again); candidates are
+     * left out (ICE runs).
      */
     renegotiationSdp(added: JingleContent[]): { map: RtpContentMap; sdp: string } {
       const base = this.remoteMap!;
       const remoteSetup = this.peer!.dtlsRole() === "client" ? "passive" : "active";
+      /** The peer's settled role on content `name`: as it answered, the flip of what we answered, else (the
+       * transport werift reports on) from our DTLS role. */
+      const settled = (name: string, setup: string) => {
+        if (setup === "active" || setup === "passive") return setup;
+        const ours = this.answeredSetup.get(name);
+        return ours ? (ours === "active" ? "passive" : "active") : remoteSetup;
+      };
       const pin = (c: JingleContent): JingleContent => {
         const t = c.transport;
         // A new content with its own transport (unbundled, Dino) negotiates its own DTLS role and candidates.
         if (t?.kind !== "ice-udp" || (added.includes(c) && t.ufrag)) return c;
         const fp = t.fingerprint?.kind === "plain"
-          ? { ...t.fingerprint, setup: remoteSetup } as const
+          ? { ...t.fingerprint, setup: settled(c.name, t.fingerprint.setup) } as const
           : undefined;
         return { ...c, transport: { ...t, candidates: [], ...(fp ? { fingerprint: fp } : {}) } };
       };
@@ -538,10 +600,74 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       return { map, sdp };
     }
 
+    /**
+     * Our content `name` in a local SDP. Unbundled, it keeps its own transport: its credentials are recorded for
+     * the trickle, and the candidates gathered so far for it go inside (marked sent).
+     */
+    localContent(sdp: string, name: string, bundled: boolean): JingleContent | undefined {
+      const c = sdpToContentMap(sdp, { author: this.ourRole, creator: "initiator" }).contents.find((x) =>
+        x.name === name
+      );
+      if (!c || bundled || c.transport?.kind !== "ice-udp") return c;
+      const t = c.transport;
+      this.localCreds.set(name, { ufrag: t.ufrag, pwd: t.pwd });
+      for (const cand of t.candidates) this.sentLocal.add(candKey(cand));
+      const others: typeof this.pendingLocal = [];
+      for (const p of this.pendingLocal.splice(0)) {
+        if (p.mid !== name) {
+          others.push(p);
+          continue;
+        }
+        const key = candKey(p.candidate);
+        if (this.sentLocal.has(key)) continue;
+        this.sentLocal.add(key);
+        t.candidates.push(p.candidate);
+      }
+      this.pendingLocal.push(...others);
+      return c;
+    }
+
+    /**
+     * Unbundled: resolves once the transport of a content being added has connected and its DTLS peer is
+     * authenticated (media sent on it before would be lost). The media plane reports the state of its latest
+     * transport event, so this waits for a DTLS handshake that starts and completes after the call. Never rejects:
+     * a transport that fails ends the call through the media state handler; one that stays silent is logged.
+     */
+    newTransportConnected(): Promise<void> {
+      const peer = this.peer!;
+      let started = false;
+      return new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          off();
+          resolve();
+        };
+        const timer = setTimeout(() => {
+          log.warn("the transport of the added content did not connect in time", { sid: this.sid });
+          done();
+        }, connectTimeoutMs);
+        const off = peer.onStateChange((st) => {
+          if (st.dtls === "checking") started = true;
+          else if ((st.dtls === "connected" && started) || st.dtls === "failed" || st.dtls === "closed") {
+            done();
+          }
+        });
+        void this.endedP.then(done);
+      });
+    }
+
     /** Why a peer's content-add is refused (undefined = acceptable: audio-only call + one video content). */
     contentAddRefusal(contents: JingleContent[]): string | undefined {
       if (options.acceptVideoUpgrade === false) return "video upgrades are disabled";
       if (this.media.join(",") !== "audio") return `not an audio-only call (media: ${this.media})`;
+      // A video content just accepted (its transport still connecting) counts already.
+      if (
+        this.contentMap?.contents.some((x) =>
+          x.description?.kind === "rtp" && x.description.media === "video" && !isIdleVideo(x)
+        )
+      ) {
+        return "not an audio-only call (a video content is being set up)";
+      }
       if (contents.length !== 1) {
         return `${contents.length} contents added (only one video content is accepted)`;
       }
@@ -567,8 +693,8 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         return "the added content of an unbundled session lacks its own ICE credentials or fingerprint";
       }
       if (t?.fingerprint) {
-        // Only the fingerprint already authenticated for this call may appear again (an OMEMO one is not decrypted
-        // here: a content-add cannot change the DTLS peer of the running transport anyway).
+        // Only the fingerprint already authenticated for this call may appear again (an OMEMO one is decrypted and
+        // compared when the content is accepted).
         if (
           t.fingerprint.kind === "plain" &&
           normalizeFingerprint(t.fingerprint.value) !== this.remoteFingerprint
@@ -585,24 +711,66 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       return undefined;
     }
 
-    /** A content-add from the peer: acknowledged (the caller returns the IQ result), then accepted or rejected. */
+    /**
+     * A content-add from the peer: acknowledged (the caller returns the IQ result), then accepted or rejected.
+     * Simultaneous content-adds (XEP-0166 "Tie Breaking Related to Jingle Actions"): the initiator's wins. As
+     * initiator we refuse theirs with `<conflict/>` + `<tie-break/>`; as responder we drop ours and accept theirs.
+     */
     onContentAdd(j: Jingle) {
-      if (this.renegotiating || this.pendingAdd) {
-        // Simultaneous content-adds: refuse theirs with a tie-break (XEP-0166 §7.2.1 / Conversations).
-        log.warn("content-add while a renegotiation is under way: tie-break", { sid: this.sid });
-        throw iqError("conflict", "cancel", "tie-break");
+      if (this.peerAdd) {
+        log.warn("content-add while the previous one is still being answered", { sid: this.sid });
+        throw iqError("unexpected-request", "wait", "out-of-order");
       }
-      this.renegotiating = true;
+      const own = this.ownAdd;
+      if (own && !own.lost) {
+        if (this.ourRole === "initiator") {
+          log.info("simultaneous content-adds: ours (initiator) wins the tie-break", { sid: this.sid });
+          throw iqError("conflict", "cancel", "tie-break");
+        }
+        log.info(
+          "simultaneous content-adds: the initiator's wins the tie-break; answering it instead of ours",
+          {
+            sid: this.sid,
+          },
+        );
+        own.lost = true;
+        own.answer("lost");
+      }
       const why = this.contentAddRefusal(j.contents);
-      // After the IQ result went out.
-      setTimeout(() => {
-        // Both paths clear `renegotiating` once werift's state is settled.
-        void (why === undefined
-          ? this.acceptContentAdd(j).catch((e) => this.rejectContentAdd(j, `renegotiation failed: ${e}`))
-          : this.rejectContentAdd(j, why));
-      }, 0);
+      const entry = { names: j.contents.map((c) => c.name), done: Promise.resolve() };
+      entry.done = new Promise<void>((r) => setTimeout(r, 0)) // after the IQ result went out
+        .then(() =>
+          this.serial(() =>
+            why === undefined
+              ? this.acceptContentAdd(j).catch((e) => this.rejectContentAdd(j, `renegotiation failed: ${e}`))
+              : this.rejectContentAdd(j, why)
+          )
+        )
+        .finally(() => {
+          if (this.peerAdd === entry) this.peerAdd = undefined;
+        });
+      this.peerAdd = entry;
+      for (const w of [...this.peerAddWaiters]) w();
     }
 
+    /** Resolves once a content-add of the peer was answered: the one under way, or the next within `ms`. */
+    async awaitPeerAdd(ms: number): Promise<void> {
+      if (!this.peerAdd) {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        let waiter = () => {};
+        await new Promise<void>((resolve) => {
+          waiter = resolve;
+          this.peerAddWaiters.add(waiter);
+          timer = setTimeout(resolve, ms);
+          void this.endedP.then(() => resolve());
+        });
+        clearTimeout(timer);
+        this.peerAddWaiters.delete(waiter);
+      }
+      await this.peerAdd?.done;
+    }
+
+    /** Runs inside {@link serial}. */
     async acceptContentAdd(j: Jingle) {
       const add = j.contents[0]!;
       const peer = this.peer!;
@@ -620,21 +788,28 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         transport,
       };
       const { map, sdp } = this.renegotiationSdp([offered]);
-      peer.enableMedia("video", false);
+      // With an offer of ours still pending (a lost tie-break, an unbundled add the peer refused) werift has our
+      // video transceiver: it must want to receive before the peer's offer is applied onto it.
+      peer.enableMedia("video", this.localOfferPending);
+      const connected = bundled ? undefined : this.newTransportConnected();
+      // A local offer of ours that lost the tie-break is rolled back by werift here (implicit rollback).
       await peer.setRemoteDescription("offer", sdp);
+      this.localOfferPending = false;
       const answer = await peer.createAnswer();
       if (this.fsm.ended) return;
       this.remoteMap = map;
-      const local = bundled
-        ? sdpToContentMap(answer, { author: this.ourRole, creator: "initiator" })
-        : this.localMap(answer, this.ourRole); // records the new transport's credentials and candidates
-      const mine = local.contents.find((c) => c.name === add.name);
+      const mine = this.localContent(answer, add.name, bundled);
       if (mine?.description?.kind !== "rtp" || mine.description.payloadTypes.length === 0) {
         throw new Error("no common video codec");
       }
+      const fp = mine.transport?.kind === "ice-udp" ? mine.transport.fingerprint : undefined;
+      if (fp?.setup === "active" || fp?.setup === "passive") this.answeredSetup.set(add.name, fp.setup);
       this.contentMap = withContents(this.contentMap!, [mine]);
-      await this.flushRemote(); // candidates trickled for the new content while we were answering
-      if (!this.media.includes("video")) this.media.push("video");
+      if (this.localDescription) this.localDescription = withContents(this.localDescription, [mine]);
+      // werift has applied the new offer/answer: candidates for the new content go to it now, and the next
+      // content-add may come as soon as this answer arrives.
+      this.peerAdd = undefined;
+      await this.flushRemote();
       let content: JingleContent = {
         creator: add.creator,
         name: add.name,
@@ -650,18 +825,20 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         sid: this.sid,
         content: add.name,
         senders: add.senders,
+        bundled,
       });
-      // werift has applied the new offer/answer: the next content-add may come as soon as this answer arrives.
-      this.renegotiating = false;
       await conn.iq(
         buildJingleIq(accept, { to: this.peerJid, id: crypto.randomUUID() }) as unknown as Element,
       );
+      this.flushLocal(); // candidates of the new transport gathered after the answer
+      await connected;
+      if (!this.fsm.ended && !this.media.includes("video")) this.media.push("video");
     }
 
     /** content-reject with stub description + transport (as Conversations answers). Never throws. */
     async rejectContentAdd(j: Jingle, why: string) {
       log.warn("content-add rejected", { sid: this.sid, contents: j.contents.map((c) => c.name), why });
-      this.renegotiating = false;
+      this.peerAdd = undefined;
       if (this.fsm.ended) return;
       const reject: Jingle = {
         action: "content-reject",
@@ -683,18 +860,23 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
 
     /** A content-accept / content-reject answering our content-add. */
     onContentAnswer(j: Jingle) {
-      const p = this.pendingAdd;
+      const p = this.ownAdd;
       const names = j.contents.map((c) => c.name).sort().join(",");
-      if (!p || names !== [...p.names].sort().join(",")) {
+      if (!p || p.lost || p.answered || p.names.length === 0 || names !== [...p.names].sort().join(",")) {
         log.warn("content answer without a matching content-add", { sid: this.sid, action: j.action, names });
         throw iqError("unexpected-request", "wait", "out-of-order");
       }
-      this.pendingAdd = undefined;
+      p.answered = true;
       p.answer(j);
     }
 
     /** A content-remove: the peer stops a content (we stop sending on it) or retracts its pending content-add. */
     onContentRemove(j: Jingle) {
+      const unknown = j.contents.filter((c) => !this.knowsContent(c.name)).map((c) => c.name);
+      if (unknown.length) {
+        log.warn("content-remove for an unknown content", { sid: this.sid, contents: unknown });
+        throw iqError("bad-request", "modify", undefined, `unknown content '${unknown.join("', '")}'`);
+      }
       for (const c of j.contents) {
         const known = this.contentMap?.contents.find((x) => x.name === c.name);
         const media = known?.description?.kind === "rtp" ? known.description.media : undefined;
@@ -716,15 +898,16 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     /**
      * A content-modify (a `senders` change: Dino turning its camera on/off, C-new asking for `both`): recorded and
      * acknowledged. Answering it with an error would end the call in Conversations; the media plane keeps its
-     * directions (what we send that the peer no longer wants is dropped by it).
+     * directions (what we send that the peer no longer wants is dropped by it). Nothing changes when one of the
+     * named contents is unknown.
      */
     onContentModify(j: Jingle) {
+      const unknown = j.contents.filter((c) => !this.contentMap?.contents.some((x) => x.name === c.name));
+      if (unknown.length) {
+        log.warn("content-modify for an unknown content", { sid: this.sid, content: unknown[0]!.name });
+        throw iqError("bad-request", "modify", undefined, `unknown content '${unknown[0]!.name}'`);
+      }
       for (const c of j.contents) {
-        const known = this.contentMap?.contents.find((x) => x.name === c.name);
-        if (!known) {
-          log.warn("content-modify for an unknown content", { sid: this.sid, content: c.name });
-          throw iqError("bad-request", "modify", undefined, `unknown content '${c.name}'`);
-        }
         const senders = c.senders ?? "both";
         log.info("content-modify from peer", { sid: this.sid, content: c.name, senders });
         const set = (m?: RtpContentMap) => {
@@ -741,60 +924,78 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     async addVideo(): Promise<boolean> {
       if (this.state !== "active" || !this.peer) throw new Error(`no active call (state ${this.state})`);
       if (this.media.includes("video")) throw new Error("the call already has video");
-      if (this.renegotiating || this.pendingAdd) throw new Error("a renegotiation is already under way");
-      if (!this.bundle()) throw new Error("the session is not bundled; a video upgrade needs BUNDLE");
+      if (this.ownAdd) throw new Error("a video upgrade is already under way");
       const info = await queryDiscoInfo(conn, this.peerJid, undefined, 5_000);
       if (!info.features.includes(NS_RTP_VIDEO)) {
         throw new Error(`${this.peerJid} does not advertise ${NS_RTP_VIDEO}`);
       }
-      if (this.state !== "active" || this.renegotiating || this.pendingAdd) {
-        throw new Error("the call changed while asking for the peer's features");
+      if (this.state !== "active") throw new Error("the call ended while asking for the peer's features");
+      if (this.ownAdd) throw new Error("a video upgrade is already under way");
+      if (this.peerAdd) {
+        // The peer is adding a content right now (its content-add arrived while we asked): its outcome is ours.
+        await this.peerAdd.done;
+        return this.media.includes("video");
       }
-      this.renegotiating = true;
+      if (this.media.includes("video")) return true;
+      const own: OwnAdd = { names: [], lost: false, answer: () => {} };
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const answered = new Promise<Jingle | "lost" | undefined>((resolve) => {
+        own.answer = resolve;
+        timer = setTimeout(() => resolve(undefined), connectTimeoutMs);
+        void this.endedP.then(() => resolve(undefined));
+      });
+      this.ownAdd = own;
       const peer = this.peer;
+      const bundled = !!this.bundle();
       try {
-        peer.enableMedia("video", true);
-        const offer = await peer.createOffer();
-        const local = sdpToContentMap(offer, { author: this.ourRole, creator: "initiator" });
-        // New m-lines, or the inactive one of an earlier refused upgrade that werift reuses.
-        const known = new Set(this.contentMap!.contents.filter((c) => !isIdleVideo(c)).map((c) => c.name));
-        const added = local.contents.filter((c) => !known.has(c.name));
-        if (added.length !== 1 || added[0]!.description?.kind !== "rtp") {
-          throw new Error(`werift offered ${added.length} new contents for the video upgrade`);
-        }
-        const video = added[0]!;
-        const stub: JingleContent = {
-          creator: "initiator",
-          name: video.name,
-          ...(video.senders ? { senders: video.senders } : {}),
-          description: video.description,
-          transport: { kind: "ice-udp", candidates: [] },
-        };
-        let timer: ReturnType<typeof setTimeout> | undefined;
-        const answered = new Promise<Jingle | undefined>((resolve) => {
-          this.pendingAdd = { names: [video.name], answer: resolve };
-          timer = setTimeout(() => resolve(undefined), connectTimeoutMs);
-          void this.endedP.then(() => resolve(undefined));
+        // werift's offer with the new m-line, after any renegotiation step still running.
+        const offered = await this.serial(async (): Promise<JingleContent | undefined> => {
+          if (own.lost || this.fsm.ended) return undefined;
+          peer.enableMedia("video", true);
+          const offer = await peer.createOffer();
+          this.localOfferPending = true;
+          const local = sdpToContentMap(offer, { author: this.ourRole, creator: "initiator" });
+          // New m-lines, or the inactive one of an earlier refused upgrade that werift reuses.
+          const known = new Set(this.contentMap!.contents.filter((c) => !isIdleVideo(c)).map((c) => c.name));
+          const added = local.contents.filter((c) => !known.has(c.name));
+          if (added.length !== 1 || added[0]!.description?.kind !== "rtp") {
+            throw new Error(`werift offered ${added.length} new contents for the video upgrade`);
+          }
+          const video = this.localContent(offer, added[0]!.name, bundled)!;
+          own.names = [video.name];
+          return {
+            creator: "initiator",
+            name: video.name,
+            ...(video.senders ? { senders: video.senders } : {}),
+            description: video.description,
+            // Bundled: an empty STUB (the BUNDLE transport is reused). Unbundled: the new content's own ICE
+            // transport (credentials, fingerprint, candidates gathered so far).
+            transport: bundled ? { kind: "ice-udp", candidates: [] } : video.transport,
+          };
         });
-        const answeredDone = () => clearTimeout(timer);
-        log.info("video upgrade: content-add", { sid: this.sid, content: video.name });
+        if (!offered) return await this.lostTieBreak(own, bundled);
+        let wire = offered;
+        if (!bundled && this.verification.omemo && this.verification.deviceId !== undefined) {
+          wire = (await this.encryptFingerprints([offered], this.verification.deviceId))[0]!;
+        }
+        log.info("video upgrade: content-add", { sid: this.sid, content: offered.name, bundled });
         try {
           await conn.iq(
             buildJingleIq(
-              { action: "content-add", sid: this.sid, contents: [stub], groups: [] },
+              { action: "content-add", sid: this.sid, contents: [wire], groups: [] },
               { to: this.peerJid, id: crypto.randomUUID() },
             ) as unknown as Element,
           );
         } catch (e) {
-          this.pendingAdd = undefined;
-          answeredDone();
+          if (own.lost || (isTieBreak(e) && this.ourRole === "responder")) {
+            return await this.lostTieBreak(own, bundled, offered);
+          }
           log.warn("content-add refused by the peer", { sid: this.sid, error: String(e) });
-          await this.rollbackVideoOffer(stub);
+          await this.serial(() => this.rollbackVideoOffer(offered, bundled));
           return false;
         }
         const answer = await answered;
-        answeredDone();
-        this.pendingAdd = undefined;
+        if (answer === "lost") return await this.lostTieBreak(own, bundled, offered);
         if (this.fsm.ended) return false;
         if (!answer || answer.action === "content-reject") {
           log.info("video upgrade refused", {
@@ -808,59 +1009,133 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
                 {
                   action: "content-remove",
                   sid: this.sid,
-                  contents: [{ creator: "initiator", name: video.name }],
+                  contents: [{ creator: "initiator", name: offered.name }],
                   groups: [],
                 },
                 { to: this.peerJid, id: crypto.randomUUID() },
               ) as unknown as Element,
             ).catch(() => {});
           }
-          await this.rollbackVideoOffer(stub);
+          await this.serial(() => this.rollbackVideoOffer(offered, bundled));
           return false;
         }
         const acc = answer.contents[0]!;
         if (acc.description?.kind !== "rtp" || acc.description.media !== "video") {
           throw new CallError("incompatible-parameters", "content-accept without a video description");
         }
-        const t = acc.transport;
+        const transport = await this.acceptedTransport(acc, bundled);
+        const accepted: JingleContent = {
+          creator: acc.creator,
+          name: acc.name,
+          ...(acc.senders ? { senders: acc.senders } : {}),
+          description: acc.description,
+          transport,
+        };
+        let connected: Promise<void> | undefined;
+        await this.serial(async () => {
+          const { map, sdp } = this.renegotiationSdp([accepted]);
+          connected = bundled ? undefined : this.newTransportConnected();
+          await peer.setRemoteDescription("answer", sdp);
+          this.localOfferPending = false;
+          this.remoteMap = map;
+          this.contentMap = withContents(this.contentMap!, [offered]);
+          if (this.localDescription) this.localDescription = withContents(this.localDescription, [offered]);
+        });
+        this.ownAdd = undefined;
+        await this.flushRemote(); // the peer's candidates for the new transport that came before its answer
+        this.flushLocal(); // ours gathered after the content-add
+        await connected;
+        if (this.fsm.ended) return false;
+        if (!this.media.includes("video")) this.media.push("video");
+        log.info("video upgrade accepted by peer", { sid: this.sid, content: offered.name, bundled });
+        return true;
+      } catch (e) {
+        if (e instanceof CallError) this.fail(e);
+        throw e;
+      } finally {
+        clearTimeout(timer);
+        if (this.ownAdd === own) this.ownAdd = undefined;
+      }
+    }
+
+    /**
+     * The transport of the peer's content-accept, for the SDP. Bundled: a STUB (an own fingerprint must be the
+     * call's). Unbundled: its own ICE transport, whose fingerprint must be of the call's kind (OMEMO-encrypted in
+     * a verified call) and value; anything else ends the call with security-error.
+     */
+    async acceptedTransport(acc: JingleContent, bundled: boolean): Promise<JingleContent["transport"]> {
+      const t = acc.transport;
+      if (bundled) {
         if (
           t?.kind === "ice-udp" && t.fingerprint?.kind === "plain" &&
           normalizeFingerprint(t.fingerprint.value) !== this.remoteFingerprint
         ) {
           throw new CallError("security-error", "content-accept carries a different DTLS fingerprint");
         }
-        const accepted: JingleContent = {
-          creator: acc.creator,
-          name: acc.name,
-          ...(acc.senders ? { senders: acc.senders } : {}),
-          description: acc.description,
-          transport: { kind: "ice-udp", candidates: [] },
-        };
-        const { map, sdp } = this.renegotiationSdp([accepted]);
-        await peer.setRemoteDescription("answer", sdp);
-        this.remoteMap = map;
-        this.contentMap = withContents(this.contentMap!, [stub]);
-        if (!this.media.includes("video")) this.media.push("video");
-        log.info("video upgrade accepted by peer", { sid: this.sid, content: video.name });
-        return true;
-      } catch (e) {
-        if (e instanceof CallError) this.fail(e);
-        throw e;
-      } finally {
-        this.renegotiating = false;
+        return { kind: "ice-udp", candidates: [] };
       }
+      if (t?.kind !== "ice-udp" || !t.ufrag || !t.pwd) {
+        throw new CallError(
+          "failed-transport",
+          "content-accept of an unbundled content without its own ICE credentials",
+        );
+      }
+      const want = this.verification.omemo ? "omemo" : "plain";
+      if (t.fingerprint?.kind !== want) {
+        throw new CallError(
+          "security-error",
+          `content-accept carries ${t.fingerprint ? `a ${t.fingerprint.kind}` : "no"} fingerprint in a${
+            this.verification.omemo ? "n OMEMO-verified" : " plain"
+          } call`,
+        );
+      }
+      return (await this.readFingerprints([acc], this.verification.omemo))[0]!.transport;
     }
 
-    /** Our video offer was refused: werift gets an answer that leaves the video section inactive. */
-    async rollbackVideoOffer(offered: JingleContent) {
+    /**
+     * Our content-add lost the tie-break (we are the responder): the initiator's content-add is answered instead
+     * (its offer rolls werift's pending one back). Resolves true once that gave the call video; false when no
+     * content-add of the peer came in time (ours is then undone).
+     */
+    async lostTieBreak(own: OwnAdd, bundled: boolean, offered?: JingleContent): Promise<boolean> {
+      own.lost = true;
+      if (this.ownAdd === own) this.ownAdd = undefined;
+      log.info(
+        "video upgrade: the initiator's content-add wins the tie-break; answering it instead of ours",
+        {
+          sid: this.sid,
+        },
+      );
+      await this.awaitPeerAdd(connectTimeoutMs);
+      if (this.media.includes("video")) return true;
+      if (this.fsm.ended) return false;
+      log.info("no video content-add of the peer after the tie-break: undoing ours", { sid: this.sid });
+      if (offered && this.localOfferPending) {
+        await this.serial(() => this.rollbackVideoOffer(offered, bundled));
+      } else this.peer?.disableMedia("video");
+      return false;
+    }
+
+    /**
+     * Our video offer was refused. Bundled: werift gets an answer that leaves the video section inactive (its
+     * m-line stays and a later upgrade reuses it). Unbundled: video is no longer wanted and werift's offer stays
+     * pending; the next offer (ours or the peer's) replaces it. Runs inside {@link serial}.
+     */
+    async rollbackVideoOffer(offered: JingleContent, bundled: boolean) {
       this.peer?.disableMedia("video");
-      if (this.fsm.ended) return;
-      const { map, sdp } = this.renegotiationSdp([{ ...offered, senders: "none" }]);
+      if (this.fsm.ended || !bundled) return;
+      const stub: JingleContent = {
+        ...offered,
+        senders: "none",
+        transport: { kind: "ice-udp", candidates: [] },
+      };
+      const { map, sdp } = this.renegotiationSdp([stub]);
       try {
         await this.peer!.setRemoteDescription("answer", sdp);
+        this.localOfferPending = false;
         // werift keeps the (now inactive) m-line: track it, a later upgrade reuses it.
         this.remoteMap = map;
-        this.contentMap = withContents(this.contentMap!, [{ ...offered, senders: "none" }]);
+        this.contentMap = withContents(this.contentMap!, [stub]);
       } catch (e) {
         log.warn("video rollback failed", { sid: this.sid, error: String(e) });
       }
@@ -913,22 +1188,39 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     }
 
     #media?: Promise<Peer>;
-    /** The media plane, created once (memoized: proceed / initiate may race its creation). */
-    ensureMedia(): Promise<Peer> {
-      this.#media ??= this.createMedia();
+    /** The media plane, created once (memoized: proceed / initiate may race its creation). `bundle`: our offers
+     * BUNDLE (caller default: the `bundle` option; callee: until the offer says otherwise, see mediaFor). */
+    ensureMedia(bundle = this.direction === "incoming" || options.bundle !== false): Promise<Peer> {
+      this.#media ??= this.createMedia(bundle);
       return this.#media;
+    }
+
+    /**
+     * Callee: the media plane for the received offer. The one made while it rang bundles (Conversations); an
+     * unbundled offer (Dino) gets one that keeps a transport per content, so that a content we add later brings
+     * its own. The early one has applied no description yet and is simply replaced.
+     */
+    async mediaFor(bundled: boolean): Promise<Peer> {
+      const peer = await this.ensureMedia();
+      if (this.mediaBundled === bundled) return peer;
+      log.debug("unbundled offer: media plane without BUNDLE", { sid: this.sid });
+      this.#media = undefined;
+      await peer.close();
+      return await this.ensureMedia(bundled);
     }
     /** Caller: the offer, created while it rings. */
     offer?: Promise<string>;
 
-    private async createMedia(): Promise<Peer> {
-      this.iceServers = await discoverIceServers();
+    private async createMedia(bundle: boolean): Promise<Peer> {
+      this.iceServers = this.peer ? this.iceServers : await discoverIceServers();
       if (this.fsm.ended) throw new CallError("cancel", "call ended while discovering ICE servers");
+      this.mediaBundled = bundle;
       const peer = await createPeer({
         role: this.direction === "outgoing" ? "initiator" : "responder",
         audio: this.media.includes("audio"),
         video: this.media.includes("video"),
         iceServers: this.iceServers,
+        bundle,
         logger: (level, msg, fields) =>
           (log as unknown as Record<string, (m: string, f?: unknown) => void>)[level]?.(`media: ${msg}`, {
             sid: this.sid,
@@ -1012,8 +1304,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     }
 
     async addRemote(content: string, candidate: IceCandidate, ufrag?: string) {
-      const unknownYet = this.renegotiating && !this.contentMap?.contents.some((c) => c.name === content);
-      if (!this.remoteDescriptionSet || !this.peer || unknownYet) {
+      if (!this.remoteDescriptionSet || !this.peer || this.negotiating(content)) {
         // Before the description that names this content was applied (e.g. Dino trickling candidates of a new
         // content while we answer its content-add): kept until then.
         this.pendingRemote.push({ content, candidate, ...(ufrag ? { ufrag } : {}) });
@@ -1375,13 +1666,17 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       const offerMap: RtpContentMap = { contents, groups: j.groups };
       this.contentMap = offerMap;
       this.remoteMap = offerMap;
-      const peer = await this.ensureMedia();
+      const peer = await this.mediaFor(j.groups.some((g) => g.semantics === "BUNDLE"));
       await peer.setRemoteDescription("offer", contentMapToSdp(offerMap, { author: "initiator" }));
       await this.flushRemote();
       const answer = await peer.createAnswer();
       if (this.fsm.ended) return;
       const map = this.localMap(answer, "responder");
       this.localDescription = map;
+      for (const c of map.contents) {
+        const fp = c.transport?.kind === "ice-udp" ? c.transport.fingerprint : undefined;
+        if (fp?.setup === "active" || fp?.setup === "passive") this.answeredSetup.set(c.name, fp.setup);
+      }
       // werift answers codecs it knows but our media cannot produce or record (PCMU, G722, H264…): refuse.
       const unsupported = unsupportedCodecs(map);
       if (unsupported) {
@@ -1612,6 +1907,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     }
     switch (j.action) {
       case "session-initiate":
+        s.initiateNames = j.contents.map((c) => c.name);
         s.move("initiated", "session-initiate received");
         s.onSessionInitiate(j).catch((e) => s.fail(e));
         break;
@@ -1619,12 +1915,19 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         s.move("accepted", "session-accept received");
         s.onSessionAccept(j).catch((e) => s.fail(e));
         break;
-      case "transport-info":
+      case "transport-info": {
+        // Candidates for a content this session does not have would land on another m-line: refused, none applied.
+        const unknown = j.contents.filter((c) => !s.knowsContent(c.name)).map((c) => c.name);
+        if (unknown.length) {
+          log.warn("transport-info for an unknown content", { sid: j.sid, contents: unknown });
+          throw iqError("bad-request", "modify", undefined, `unknown content '${unknown.join("', '")}'`);
+        }
         for (const c of j.contents) {
           if (c.transport?.kind !== "ice-udp") continue;
           for (const cand of c.transport.candidates) void s.addRemote(c.name, cand, c.transport.ufrag);
         }
         break;
+      }
       case "session-terminate": {
         const r = j.reason ?? { condition: "success" as const };
         const level = r.condition === "success" || r.condition === "decline" || r.condition === "cancel"
@@ -1677,6 +1980,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     }
     const session = new Session(j.sid, "incoming", from, media);
     session.direct = true;
+    session.initiateNames = j.contents.map((c) => c.name);
     session.phases.proposed = now();
     if (sessions.size >= maxCalls) {
       log.warn("direct call rejected: busy", { sid: j.sid, from });

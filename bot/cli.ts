@@ -193,7 +193,8 @@ export function helpText(tool: Tool): string {
     ? "deno task call JID [flags]\n\nCalls JID (bare JID, XEP-0353), sends --play, optionally records;\n" +
       "exit status 0 when the call connected and ended normally."
     : "deno task send-file JID PATH [flags]\n\nSends the file at PATH to JID over Jingle file transfer, JET-OMEMO\n" +
-      "encrypted unless --no-encrypt. JID must be a full JID (user@domain/resource). A progress bar on a\n" +
+      "encrypted unless --no-encrypt. JID: a full JID, or a bare one (its best resource with file transfer,\n" +
+      "needs a presence subscription). A progress bar on a\n" +
       "terminal; --json prints the transfer record. Exit status 0 when the receiver confirmed the file.";
   const rows = FLAGS.filter((f) => f.tools.includes(tool)).map((f) => {
     const left = `  --${f.name}${f.arg ? ` ${f.arg}` : ""}`;
@@ -396,12 +397,8 @@ export function parseCli(tool: Tool, args: readonly string[], inputs: CliInputs 
     checkJid("JID to call", peer);
   } else if (tool === "send-file") {
     if (positional.length !== 2) throw new CliError("usage: deno task send-file JID PATH [flags]");
+    // A bare JID is resolved to one of the peer's resources when sending (bot/files.ts).
     checkJid("JID to send to", positional[0]!);
-    if (!positional[0]!.includes("/")) {
-      throw new CliError(
-        `send-file needs the receiver's full JID (user@domain/resource), got "${positional[0]}"`,
-      );
-    }
   } else if (positional.length) {
     throw new CliError(`unexpected argument "${positional[0]}" (see --help)`);
   }

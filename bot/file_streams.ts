@@ -21,15 +21,24 @@ export class TransferError extends Error {
   }
 }
 
-/** Counts bytes and feeds a sha-256 as chunks pass; `expected` (when set) must match at the end. */
-export function hashTap(onChunk: (n: number) => void, expected?: number) {
+/** Hash algorithms (XEP-0300 names) a {@link hashTap} can compute besides sha-256. */
+export type ExtraHashAlgo = "sha-1";
+
+/**
+ * Counts bytes and feeds a sha-256 as chunks pass; `expected` (when set) must match at the end. `extra`
+ * algorithms are computed alongside (the receiver adds sha-1: Conversations' checksum uses it).
+ */
+export function hashTap(onChunk: (n: number) => void, expected?: number, extra: ExtraHashAlgo[] = []) {
   const hash = createHash("sha256");
+  const others = extra.map((algo) => ({ algo, hash: createHash(algo === "sha-1" ? "sha1" : algo) }));
   let bytes = 0;
   let digest: string | undefined;
+  const digests = new Map<string, string>();
   const stream = new TransformStream<Uint8Array, Uint8Array>(
     {
       transform(chunk, ctrl) {
         hash.update(chunk);
+        for (const o of others) o.hash.update(chunk);
         bytes += chunk.length;
         onChunk(chunk.length);
         ctrl.enqueue(chunk);
@@ -42,12 +51,21 @@ export function hashTap(onChunk: (n: number) => void, expected?: number) {
           );
         }
         digest = hash.digest("hex");
+        digests.set("sha-256", digest);
+        for (const o of others) digests.set(o.algo, o.hash.digest("hex"));
       },
     },
     { highWaterMark: 1 },
     { highWaterMark: 0 },
   );
-  return { stream, bytes: () => bytes, digest: () => digest };
+  return {
+    stream,
+    bytes: () => bytes,
+    /** sha-256 (hex) once the stream has ended. */
+    digest: () => digest,
+    /** Every computed digest (hex) by XEP-0300 name (`sha-256`, `sha-1`), once the stream has ended. */
+    digests: (): ReadonlyMap<string, string> => digests,
+  };
 }
 
 /** Test hooks on the wire bytes: flip one bit, stop early. */

@@ -18,6 +18,21 @@
  *   description travels unencrypted through the server, and a plaintext hash there confirms the file's
  *   content to anyone holding a copy (OMEMO audit 2016). The GCM tag authenticates the bytes instead.
  *   Plain transfers put the sha-256 in the offer and also send the checksum after the data.
+ * - Receiving, sha-256 and sha-1 are verified, from the offer or from a `<checksum>` session-info
+ *   (Conversations sends sha-1 there right after its last byte); other algorithms are logged and ignored.
+ *   When no hash is known once the bytes are in, the file stays an unpublished temp file until a checksum
+ *   arrives or `checksum.waitMs` passes (plain transfers; encrypted ones do not wait by default, their GCM
+ *   tag already authenticates every byte). A mismatch deletes it and ends with `media-error`.
+ * - The key transport is read from JET `<security>` (in `<content>` or under `<jingle>`) or, from
+ *   Conversations talking to a peer without JET, from the legacy `<file><encrypted>` whose `<size>` counts
+ *   the 16-byte tag. We never send the legacy form.
+ * - Sending, the `<security>` goes inside `<content>` (XEP-0391, Dino, Conversations 2.12) and a copy
+ *   directly under `<jingle>` (newer Conversations reads only there, docs/protocol.md §5.3). Dino reads only
+ *   `<content>` children and ignores other `<jingle>` children (`jingle.get_subnodes("content")`), and
+ *   Conversations 2.12 reads inside `<content>`, so the copy costs them nothing.
+ * - `send` to a bare JID picks one of the peer's available resources (from presence, probed when none is
+ *   known; needs a presence subscription) that advertises file transfer, and JET-OMEMO when encrypting,
+ *   the highest priority first.
  * - Incoming policy `encryption`: `require` (default) declines plain offers with reason `decline` and a text
  *   saying so (it is a policy, not an attack); `prefer` accepts both; `off` declines encrypted ones.
  * - The receiver writes to a temporary file and publishes it only after the size, the GCM tag and the hash
@@ -34,6 +49,7 @@ import type { Endpoint } from "./endpoint.ts";
 import { hasDescription, jingleRouter } from "./jingle_router.ts";
 import {
   bare,
+  type DiscoInfo,
   type Element,
   type IqHandler,
   jidEquals,
@@ -41,6 +57,7 @@ import {
   queryDiscoInfo,
   StanzaError,
   xml,
+  type XmppConnection,
 } from "../xmpp/mod.ts";
 import {
   buildJingleIq,
@@ -112,6 +129,8 @@ const CONTENT_NAME = "a-file-offer";
 /** GCM tag length appended to the stream. */
 const TAG_BYTES = 16;
 const GIB = 1024 ** 3;
+/** XEP-0300 algorithms the receiver computes (sha-1 for Conversations' checksum). */
+const COMPUTED_HASHES = ["sha-256", "sha-1"];
 
 /** A transport kind. */
 export type TransportKind = "s5b" | "ibb";
@@ -150,6 +169,13 @@ export interface FileTransferOptions {
     allowPrivate?: boolean;
     /** Rewrites our candidates before they are offered (tests: point them at a closed port). */
     rewriteCandidates?: (candidates: S5bCandidate[]) => S5bCandidate[];
+  };
+  /** Waiting for a `<checksum>` session-info when the bytes are in and no hash is known. */
+  checksum?: {
+    /** Plain transfers (default 2000 ms). */
+    waitMs?: number;
+    /** Encrypted transfers (default 0: the GCM tag authenticates them; a checksum already there is checked). */
+    waitEncryptedMs?: number;
   };
   /** Time limits (ms). */
   timeouts?: {
@@ -218,6 +244,10 @@ export interface TransferRecord {
     blockSize?: number;
   };
   encrypted: boolean;
+  /** Incoming: the key came in Conversations' legacy `<file><encrypted>` instead of JET `<security>`. */
+  legacyEncryption?: boolean;
+  /** Incoming: the XEP-0300 algorithms checked against the stored file (offer or checksum), e.g. `sha-1`. */
+  hashesVerified?: string[];
   omemo?: {
     /** Outgoing: the devices the key was encrypted for; incoming: the sender's device. */
     deviceIds: number[];
@@ -254,7 +284,10 @@ export interface Transfer {
 
 /** The file-transfer service of one endpoint. */
 export interface FileTransfers {
-  /** Offers the file at `path` to `to` (a full JID). Rejects before any offer when it cannot be sent. */
+  /**
+   * Offers the file at `path` to `to`: a full JID, or a bare JID whose best available resource is picked
+   * (see {@link resolveFileTransferPeer}). Rejects before any offer when it cannot be sent.
+   */
   send(to: string, path: string, options?: SendOptions): Promise<Transfer>;
   /** Subscribes to incoming transfers (called for every offer, before the decision). */
   onIncoming(cb: (transfer: Transfer) => void): () => void;
@@ -350,10 +383,13 @@ export async function setupFileTransfer(
   const negotiateMs = options.timeouts?.negotiateMs ?? 30_000;
   const idleMs = options.timeouts?.idleMs ?? 60_000;
   const confirmMs = options.timeouts?.confirmMs ?? 60_000;
+  const checksumWaitMs = options.checksum?.waitMs ?? 2000;
+  const checksumWaitEncryptedMs = options.checksum?.waitEncryptedMs ?? 0;
   const sessions = new Map<string, Session>();
   const incomingCbs = new Set<(t: Transfer) => void>();
   let proxyLookup: Promise<{ jid: string; host: string; port: number } | undefined> | undefined;
 
+  const presence = trackPresence(conn);
   const features = fileTransferFeatures(encryption);
   await endpoint.disco.addFeatures(...features);
   if (conn.state === "online") await conn.sendPresence().catch(() => {});
@@ -386,6 +422,11 @@ export async function setupFileTransfer(
     s5b?: S5bState;
     /** Incoming: hashes from the offer or a checksum session-info. */
     knownHashes: FileHash[] = [];
+    /** Incoming: algorithms verified against the received bytes. */
+    hashesVerified: string[] = [];
+    /** Incoming: Conversations' legacy `<file><encrypted>`; `offeredSize` is its `<size>` (with the tag). */
+    legacy = false;
+    offeredSize?: number;
     checksumArrived = deferred<void>();
     download?: Download;
     /** Settles when the peer (receiver) sends session-terminate. */
@@ -457,10 +498,18 @@ export async function setupFileTransfer(
       }, idleMs);
     }
 
-    /** Sends a Jingle action to the peer. */
-    async sendJingle(j: Omit<Jingle, "sid" | "groups"> & { groups?: Jingle["groups"] }): Promise<void> {
+    /** Sends a Jingle action to the peer; `topLevel` elements go directly under `<jingle>`. */
+    async sendJingle(
+      j: Omit<Jingle, "sid" | "groups"> & { groups?: Jingle["groups"] },
+      topLevel: JingleElement[] = [],
+    ): Promise<void> {
       const full: Jingle = { groups: [], ...j, sid: this.sid };
-      await conn.iq(buildJingleIq(full, { to: this.peer, id: crypto.randomUUID() }) as unknown as Element);
+      const iq = buildJingleIq(full, { to: this.peer, id: crypto.randomUUID() });
+      if (topLevel.length) {
+        const jingle = iq.getChild("jingle", NS_JINGLE)!;
+        for (const e of topLevel) jingle.append(e);
+      }
+      await conn.iq(iq as unknown as Element);
     }
 
     content(transport?: FileTransport, extra?: JingleElement[]): JingleContent {
@@ -576,6 +625,8 @@ export async function setupFileTransfer(
           ...(this.blockSize ? { blockSize: this.blockSize } : {}),
         },
         encrypted: this.encrypted,
+        ...(this.legacy ? { legacyEncryption: true } : {}),
+        ...(this.hashesVerified.length ? { hashesVerified: [...this.hashesVerified] } : {}),
         ...(this.omemo ? { omemo: this.omemo } : {}),
         bytes: this.bytes,
         offeredAt: this.offeredAt,
@@ -806,19 +857,23 @@ export async function setupFileTransfer(
 
   /* ------------------------------------------------ sending ------------------------------------------------ */
 
-  async function send(to: string, path: string, opts: SendOptions = {}): Promise<Transfer> {
-    if (!to.includes("/")) {
-      throw new Error(`send needs the peer's full JID (user@domain/resource), got ${to}`);
-    }
+  async function send(peer: string, path: string, opts: SendOptions = {}): Promise<Transfer> {
     const stat = await Deno.stat(path);
     if (!stat.isFile) throw new Error(`${path} is not a file`);
     const size = stat.size;
-    const info = await queryDiscoInfo(conn, to).catch((e) => {
-      throw new Error(`cannot query ${to}'s features: ${message(e)}`);
-    });
+    const encrypted = opts.encrypted ?? true;
+    let to = peer;
+    let info: DiscoInfo;
+    if (!peer.includes("/")) {
+      ({ jid: to, info } = await resolveFileTransferPeer(conn, presence, peer, { encrypted }));
+      log.info("picked a resource for the bare JID", { peer, to });
+    } else {
+      info = await queryDiscoInfo(conn, to).catch((e) => {
+        throw new Error(`cannot query ${to}'s features: ${message(e)}`);
+      });
+    }
     const has = (f: string) => info.features.includes(f);
     if (!has(NS_JFT)) throw new Error(`${to} does not support Jingle file transfer (${NS_JFT})`);
-    const encrypted = opts.encrypted ?? true;
     if (encrypted && !(has(NS_JET) && has(NS_JET_OMEMO))) {
       throw new Error(
         `${to} does not advertise JET-OMEMO (${NS_JET}, ${NS_JET_OMEMO}); send unencrypted or not at all`,
@@ -855,6 +910,7 @@ export async function setupFileTransfer(
     const sid = crypto.randomUUID();
     const s = new Session(sid, to, "outgoing", file, encrypted, conn.jid, to);
     const extra: JingleElement[] = [];
+    const topLevel: JingleElement[] = [];
     if (encrypted) {
       const keyDevices = opts.testHooks?.keyDevices;
       const enc = keyDevices
@@ -874,6 +930,8 @@ export async function setupFileTransfer(
       s.iv = enc.iv;
       s.omemo = { deviceIds: enc.devices.map((d) => d.deviceId) };
       extra.push(buildJetSecurity(CONTENT_NAME, enc.element as unknown as JingleElement));
+      // The copy for newer Conversations, which reads <security> only under <jingle> (module doc).
+      topLevel.push(buildJetSecurity(CONTENT_NAME, enc.element as unknown as JingleElement));
     }
 
     let transport: FileTransport;
@@ -894,7 +952,7 @@ export async function setupFileTransfer(
       transport: kind,
       ...(s.s5b ? { candidates: s.s5b.ours.length } : {}),
     });
-    void runSend(s, path, transport, description, extra, opts, preHash);
+    void runSend(s, path, transport, description, extra, topLevel, opts, preHash);
     return s;
   }
 
@@ -904,6 +962,7 @@ export async function setupFileTransfer(
     transport: FileTransport,
     description: JingleElement,
     extra: JingleElement[],
+    topLevel: JingleElement[],
     opts: SendOptions,
     preHash: string | undefined,
   ): Promise<void> {
@@ -948,7 +1007,7 @@ export async function setupFileTransfer(
           ...s.content(transport, extra),
           description: { kind: "unknown", element: description },
         }],
-      }).catch((e) => {
+      }, topLevel).catch((e) => {
         throw new TransferError("failed-application", `session-initiate refused: ${message(e)}`);
       });
       const ok = await Promise.race([
@@ -1073,7 +1132,24 @@ export async function setupFileTransfer(
     } catch (e) {
       throw iqError("bad-request", "modify", undefined, message(e));
     }
+    const offeredSize = file.size;
+    const legacy = file.legacyEncrypted !== undefined;
+    if (legacy) {
+      // Conversations without JET on our side (docs/protocol.md §5.2): the key transport sits in <file> and
+      // <size> counts the GCM tag. Both forms at once leave the size ambiguous.
+      if (security) {
+        throw iqError("bad-request", "modify", undefined, "both JET <security/> and <file><encrypted/>");
+      }
+      if (file.size !== undefined && file.size < TAG_BYTES) {
+        throw iqError("bad-request", "modify", undefined, `legacy encrypted <size/> ${file.size} < tag`);
+      }
+      security = { cipher: JET_CIPHER_AES128GCM, type: NS_OMEMO_AXOLOTL, encrypted: file.legacyEncrypted! };
+      file = { ...file };
+      if (file.size !== undefined) file.size -= TAG_BYTES;
+    }
     const s = new Session(j.sid, from, "incoming", file, security !== undefined, from, conn.jid);
+    s.legacy = legacy;
+    if (offeredSize !== undefined) s.offeredSize = offeredSize;
     s.contentName = content.name;
     s.knownHashes = [...file.hashes];
     sessions.set(j.sid, s);
@@ -1200,7 +1276,11 @@ export async function setupFileTransfer(
           creator: "initiator",
           name: s.contentName ?? CONTENT_NAME,
           senders: "initiator",
-          description: { kind: "unknown", element: buildFileDescription({ ...s.file, hashes: [] }) },
+          // The description as offered (legacy: the size with the tag, as the sender counts it).
+          description: {
+            kind: "unknown",
+            element: buildFileDescription({ ...s.file, size: s.offeredSize, hashes: [] }),
+          },
           transport: { kind: "unknown", element: buildFileTransport(ours) },
         }],
       }).catch((e) => {
@@ -1265,9 +1345,13 @@ export async function setupFileTransfer(
       );
     });
     if (s.encrypted) stream = stream.pipeThrough(createGcmDecryptStream(s.key!, s.iv!));
-    const tap = hashTap((n) => {
-      s.bytes += n;
-    });
+    const tap = hashTap(
+      (n) => {
+        s.bytes += n;
+      },
+      undefined,
+      ["sha-1"],
+    );
     try {
       await stream.pipeThrough(tap.stream).pipeTo(download.writable, { signal: s.abort.signal });
     } catch (e) {
@@ -1283,12 +1367,15 @@ export async function setupFileTransfer(
       throw new TransferError("failed-transport", `received ${s.bytes} of ${s.size} bytes`);
     }
     s.sha256 = tap.digest();
-    // Plain transfers without a hash in the offer: Conversations sends its checksum right after the data.
-    if (!s.encrypted && !s.knownHashes.length) {
-      await Promise.race([s.checksumArrived.promise, new Promise((r) => s.timer(2000, () => r(null)))]);
+    // No hash yet: Conversations sends its checksum right after its last byte, so the file stays an
+    // unpublished temp file for a moment (see the module doc for why encrypted transfers do not wait).
+    const wait = s.encrypted ? checksumWaitEncryptedMs : checksumWaitMs;
+    const verifiable = s.knownHashes.some((h) => COMPUTED_HASHES.includes(h.algo.toLowerCase()));
+    if (!verifiable && wait > 0) {
+      await Promise.race([s.checksumArrived.promise, new Promise((r) => s.timer(wait, () => r(null)))]);
     }
     if (s.machine.ended) return;
-    verifyHashes(s, tap.digest());
+    verifyHashes(s, tap.digests());
     s.path = await download.commit();
     log.info("file received", {
       sid: s.sid,
@@ -1296,23 +1383,29 @@ export async function setupFileTransfer(
       path: s.path,
       bytes: s.bytes,
       encrypted: s.encrypted,
-      hashVerified: s.knownHashes.length > 0,
+      legacy: s.legacy,
+      hashesVerified: s.hashesVerified,
     });
     await s.sendJingle({ action: "session-terminate", contents: [], reason: { condition: "success" } })
       .catch((e) => log.debug("session-terminate not acknowledged", { sid: s.sid, error: message(e) }));
     s.complete();
   }
 
-  /** Checks the offered / checksum hashes we can compute (sha-256; others are logged as unverifiable). */
-  function verifyHashes(s: Session, sha256Hex: string | undefined) {
+  /**
+   * Checks the offered / checksum hashes we compute (sha-256, sha-1) against the received bytes; a mismatch
+   * throws media-error. Other algorithms are logged and ignored.
+   */
+  function verifyHashes(s: Session, digests: ReadonlyMap<string, string>) {
     for (const h of s.knownHashes) {
-      if (h.algo === "sha-256") {
-        if (b64ToHex(h.value) !== sha256Hex) {
-          throw new TransferError("media-error", "sha-256 of the received file does not match the offer");
-        }
-      } else {
+      const ours = digests.get(h.algo.toLowerCase());
+      if (ours === undefined) {
         log.info("hash not verified (algorithm not computed)", { sid: s.sid, algo: h.algo });
+        continue;
       }
+      if (b64ToHex(h.value) !== ours) {
+        throw new TransferError("media-error", `${h.algo} of the received file does not match the sender's`);
+      }
+      if (!s.hashesVerified.includes(h.algo)) s.hashesVerified.push(h.algo);
     }
   }
 
@@ -1518,10 +1611,121 @@ export async function setupFileTransfer(
     async stop() {
       await Promise.all([...sessions.values()].map((s) => s.cancel("shutdown").catch(() => {})));
       stopRouter();
+      presence.stop();
       // urn:xmpp:jingle:1 stays: calls share it.
       await endpoint.disco.removeFeatures(...features.filter((f) => f !== NS_JINGLE)).catch(() => {});
     },
   };
+}
+
+/* ----------------------------------------- bare JID → full JID ----------------------------------------- */
+
+/** The available resources of contacts as their presence announced them. */
+export interface PresenceTracker {
+  /** Full JID → priority, of the available resources of `bareJid`. */
+  resources(bareJid: string): Map<string, number>;
+  /** Resolves when presence from `bareJid` (any resource, or the bare JID itself) next arrives. */
+  next(bareJid: string): Promise<void>;
+  stop(): void;
+}
+
+/** Tracks contacts' available resources from incoming presence (at most 4096 bare JIDs, 32 resources each). */
+export function trackPresence(conn: XmppConnection): PresenceTracker {
+  const MAX_CONTACTS = 4096;
+  const MAX_RESOURCES = 32;
+  const byBare = new Map<string, Map<string, number>>();
+  const waiters = new Map<string, Set<() => void>>();
+  const off = conn.onPresence((p, from) => {
+    let b: string;
+    try {
+      b = bare(from).toLowerCase();
+    } catch {
+      return;
+    }
+    const type = p.attrs.type;
+    if (from.includes("/") && (type === undefined || type === "unavailable")) {
+      const m = byBare.get(b) ?? new Map<string, number>();
+      if (type === "unavailable") m.delete(from);
+      else if (!m.has(from) && (m.size >= MAX_RESOURCES || (!byBare.has(b) && byBare.size >= MAX_CONTACTS))) {
+        // Anyone can send us directed presence: bounded, so a flood of invented JIDs cannot grow it.
+        return;
+      } else {
+        // RFC 6121 §4.7.2.3: -128..127, absent = 0.
+        const n = Number(p.getChildText("priority") ?? "0");
+        m.set(from, Number.isInteger(n) && n >= -128 && n <= 127 ? n : 0);
+      }
+      if (m.size) byBare.set(b, m);
+      else byBare.delete(b);
+    } else if (type === "unavailable") byBare.delete(b);
+    for (const w of waiters.get(b) ?? []) w();
+    waiters.delete(b);
+  });
+  return {
+    resources: (b) => new Map(byBare.get(b.toLowerCase()) ?? []),
+    next(b) {
+      const key = b.toLowerCase();
+      return new Promise((resolve) => {
+        const set = waiters.get(key) ?? new Set();
+        set.add(resolve);
+        waiters.set(key, set);
+      });
+    },
+    stop() {
+      off();
+      for (const set of waiters.values()) for (const w of set) w();
+      waiters.clear();
+    },
+  };
+}
+
+/**
+ * Picks the full JID to offer a file to, for a bare JID: XEP-0234 sessions go to one resource. Candidates are
+ * the available resources seen in presence; when none is known a presence probe asks the server for them
+ * (it answers only if we are subscribed to the peer's presence). Each is asked for its disco#info; the
+ * highest-priority one that advertises file transfer (and JET + JET-OMEMO when `encrypted`) wins. Throws
+ * with what was found when none fits.
+ */
+export async function resolveFileTransferPeer(
+  conn: XmppConnection,
+  presence: PresenceTracker,
+  bareJid: string,
+  options: { encrypted: boolean; probeMs?: number },
+): Promise<{ jid: string; info: DiscoInfo }> {
+  let resources = presence.resources(bareJid);
+  if (resources.size === 0) {
+    const answered = presence.next(bareJid);
+    await conn.sendPresence({ type: "probe", to: bareJid });
+    let t: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([answered, new Promise<void>((r) => t = setTimeout(r, options.probeMs ?? 3000))]);
+    clearTimeout(t);
+    // The server sends every resource's presence in one burst: let the rest of it arrive.
+    await new Promise((r) => setTimeout(r, 200));
+    resources = presence.resources(bareJid);
+  }
+  if (resources.size === 0) {
+    throw new Error(
+      `${bareJid} has no available resource (offline, or we are not subscribed to its presence); ` +
+        `give a full JID (user@domain/resource)`,
+    );
+  }
+  const ordered = [...resources].sort((a, b) => b[1] - a[1]);
+  const infos = await Promise.all(
+    ordered.map(([jid]) =>
+      queryDiscoInfo(conn, jid).then((info) => ({ jid, info }), (e) => ({ jid, error: message(e) }))
+    ),
+  );
+  const why: string[] = [];
+  for (const r of infos) {
+    if ("error" in r) {
+      why.push(`${r.jid}: disco failed (${r.error})`);
+      continue;
+    }
+    const has = (f: string) => r.info.features.includes(f);
+    if (!has(NS_JFT)) why.push(`${r.jid}: no Jingle file transfer`);
+    else if (options.encrypted && !(has(NS_JET) && has(NS_JET_OMEMO))) why.push(`${r.jid}: no JET-OMEMO`);
+    else return r;
+  }
+  throw new Error(`no resource of ${bareJid} can take this file: ${why.join("; ")}`);
 }
 
 /** A human summary of a record (stderr of send-file, the bot's log). */

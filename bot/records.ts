@@ -57,6 +57,9 @@ export interface CallRecord {
   traffic: Partial<Record<"audio" | "video", RecordTraffic>>;
   srtpAuthFailures: number;
   srtpReplays: number;
+  /** DTLS/SRTP/SRTCP datagrams dropped because they came from an address ICE had not validated (a third party
+   * on the media path, or a peer switching address without ICE); 0 on a normal call. */
+  foreignSourceDrops: number;
   recordings: RecordFile[];
   /** Media sent: the source spec per medium, or "echo". */
   sent: Partial<Record<"audio" | "video", unknown>>;
@@ -75,8 +78,8 @@ export interface CallRecord {
 /** What werift 0.25 offers first, and so uses against itself: OPUS/48000/2 on PT 96, VP8/90000 on PT 98. */
 export const DEFAULT_CODECS: Readonly<Record<"audio" | "video", NegotiatedCodec>> = {
   audio: {
-    send: { name: "OPUS", clockrate: 48000, channels: 2, pt: 96 },
-    receive: { name: "OPUS", clockrate: 48000, channels: 2, pt: 96 },
+    send: { name: "opus", clockrate: 48000, channels: 2, pt: 96 },
+    receive: { name: "opus", clockrate: 48000, channels: 2, pt: 96 },
   },
   video: {
     send: { name: "VP8", clockrate: 90000, pt: 98 },
@@ -164,6 +167,7 @@ export function buildRecord(
     traffic,
     srtpAuthFailures: stats?.srtpAuthFailures ?? 0,
     srtpReplays: stats?.srtpReplays ?? 0,
+    foreignSourceDrops: stats?.foreignSourceDrops ?? 0,
     recordings: info.recordings ?? [],
     sent: info.sent ?? {},
     ended: {
@@ -243,7 +247,9 @@ export function summarize(r: CallRecord): string {
       `  ${kind} (${codec}): sent ${t.packetsSent} packets / ${t.bytesSent} B, received ${t.packetsReceived} packets / ${t.bytesReceived} B`,
     );
   }
-  lines.push(`  SRTP auth failures ${r.srtpAuthFailures}, replays dropped ${r.srtpReplays}`);
+  lines.push(
+    `  SRTP auth failures ${r.srtpAuthFailures}, replays dropped ${r.srtpReplays}, datagrams from unvalidated addresses dropped ${r.foreignSourceDrops}`,
+  );
   for (const f of r.recordings) {
     lines.push(
       f.ok

@@ -1,9 +1,10 @@
 /**
  * `deno task send-file JID PATH [--transport auto|s5b|ibb] [--no-encrypt] [--json]`: sends one file over
  * Jingle file transfer (JET-OMEMO encrypted unless `--no-encrypt`) with the same connection flags as the bot
- * and the dialler. JID must be a full JID (user@domain/resource): file offers go to one device, and a fresh
- * sign-in does not see the peer's resources unless subscribed. A progress bar goes to stderr when it is a
- * terminal; `--json` prints the transfer record on stdout. Exit status 0 when the receiver confirmed the
+ * and the dialler. JID is a full JID (user@domain/resource) or a bare one: file offers go to one device, so for
+ * a bare JID the peer's available resource that advertises file transfer (and JET-OMEMO when encrypting) with
+ * the highest priority is picked; that needs a presence subscription to the peer (else: a clear error). A
+ * progress bar goes to stderr when it is a terminal; `--json` prints the transfer record on stdout. Exit status 0 when the receiver confirmed the
  * file, 1 on failure (with the reason), 2 on bad flags.
  *
  * {@link sendFile} is the same as a library.

@@ -8,8 +8,8 @@
  * @module
  */
 import { badRequest } from "./errors.ts";
-import { NS_HASHES, NS_JFT, NS_JFT_3, NS_JFT_4 } from "./namespaces.ts";
-import { el, type Element } from "./xml.ts";
+import { NS_HASHES, NS_JFT, NS_JFT_3, NS_JFT_4, NS_OMEMO_AXOLOTL } from "./namespaces.ts";
+import { cloneElement, el, type Element } from "./xml.ts";
 
 export { NS_HASHES, NS_JFT, NS_JFT_3, NS_JFT_4 } from "./namespaces.ts";
 
@@ -39,6 +39,13 @@ export interface FileOffer {
   desc?: string;
   hashes: FileHash[];
   range?: { offset?: number; length?: number };
+  /**
+   * Legacy Conversations encryption (docs/protocol.md §5.2): the OMEMO key-transport
+   * `<encrypted xmlns='eu.siacs.conversations.axolotl'>` put *inside* `<file>` when the peer lacks JET-OMEMO.
+   * Then `size` is the size on the wire (plaintext + 16-byte GCM tag), not the plaintext size. A detached
+   * copy; never built (we only send JET).
+   */
+  legacyEncrypted?: Element;
 }
 
 /** Parsed `<checksum>` session-info payload. */
@@ -116,6 +123,8 @@ function parseFile(file: Element, ns: string): FileOffer {
   if (date !== undefined) offer.date = date.trim();
   const desc = text("desc");
   if (desc !== undefined) offer.desc = desc;
+  const legacy = single(file, "encrypted", NS_OMEMO_AXOLOTL);
+  if (legacy) offer.legacyEncrypted = cloneElement(legacy);
   const range = single(file, "range", ns);
   if (range) {
     offer.range = {};

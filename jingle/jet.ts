@@ -3,8 +3,9 @@
  * OMEMO key-transport `<encrypted/>` whose per-device key blob is the AES-128-GCM transport key.
  *
  * Where real clients put it (docs/protocol.md §5): Dino inside `<content>` without `name`; Conversations 2.12
- * inside `<content>` with `name`; newer Conversations directly under `<jingle>` with `name`. We accept all three
- * and send it inside `<content>` with `name`. Pure codec, no I/O.
+ * inside `<content>` with `name`; newer Conversations directly under `<jingle>` with `name`. We accept all three.
+ * We send it inside `<content>` with `name`, plus an identical copy under `<jingle>` for newer Conversations
+ * (bot/files.ts; Dino and Conversations 2.12 read only inside `<content>` and ignore it). Pure codec, no I/O.
  * @module
  */
 import { badRequest } from "./errors.ts";

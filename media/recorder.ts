@@ -8,13 +8,20 @@
  * written. A recorder whose ffmpeg died early (killed, disk full) resolves `exited` with the reason at once;
  * `stop()` then rejects with a {@link RecorderError} that keeps what was written (`partial`).
  *
+ * ffmpeg only looks at "q" once it has opened its output, and whatever it read while still probing its
+ * input is dropped if "q" is already waiting then. So the input is probed on its first packet only (for VP8
+ * ffmpeg's depacketizer drops everything before a keyframe, so that packet is a keyframe, which gives the
+ * size), and `stop()` says "q" only after ffmpeg's `-progress` report showed that the output is being written.
+ * Before, a VP8 recording probed for 1 s of stream time; under CPU load a 2 s recording could end while
+ * ffmpeg was still probing, and the file held a header and no frame.
+ *
  * @module
  */
 import dgram from "node:dgram";
 import { orderedSends } from "./webrtc.ts";
 import type { MediaKind, PeerLogger } from "./webrtc.ts";
 import { ffmpegCommand, resolveFfmpeg } from "./ffmpeg.ts";
-import { ffmpegReason, StderrTail, trackChild, untrackChild } from "./sources.ts";
+import { ffmpegReason, isVp8KeyframeStart, StderrTail, trackChild, untrackChild } from "./sources.ts";
 
 export type RecorderCodec = "opus" | "vp8";
 
@@ -213,6 +220,57 @@ export class JitterBuffer {
   }
 }
 
+/**
+ * ffmpeg's `-progress` report (key=value lines, each block ended by `progress=continue|end`). ffmpeg 5.1 prints
+ * its first block only once the output header was written, so {@link writing} means the output is open and
+ * "q" is read from then on.
+ */
+export class FfmpegProgress {
+  /** A block was reported: ffmpeg writes its output. */
+  writing = false;
+  /** The last complete block. */
+  last: Record<string, string> = {};
+  readonly done: Promise<void>;
+  #block: Record<string, string> = {};
+  #waiters: (() => void)[] = [];
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.done = (async () => {
+      let buf = "";
+      try {
+        for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+          buf += chunk;
+          let i;
+          while ((i = buf.indexOf("\n")) >= 0) {
+            this.#line(buf.slice(0, i).trim());
+            buf = buf.slice(i + 1);
+          }
+        }
+      } catch { /* stream closed */ }
+      this.#line(buf.trim());
+      for (const w of this.#waiters.splice(0)) w();
+    })();
+  }
+  #line(line: string): void {
+    const eq = line.indexOf("=");
+    if (eq <= 0) return;
+    const key = line.slice(0, eq);
+    this.#block[key] = line.slice(eq + 1).trim();
+    if (key !== "progress") return;
+    this.last = this.#block;
+    this.#block = {};
+    this.writing = true;
+    for (const w of this.#waiters.splice(0)) w();
+  }
+  /** Resolves at the next block (or when the stream ends). */
+  next(): Promise<void> {
+    return new Promise((r) => this.#waiters.push(r));
+  }
+  /** Frames written, from the last block (video; audio reports 0). */
+  get frames(): number {
+    return Number(this.last.frame ?? 0);
+  }
+}
+
 export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
   const log: PeerLogger = opts.logger ?? (() => {});
   if ((opts.kind === "audio") !== (opts.codec === "opus")) {
@@ -231,9 +289,11 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
     "-y",
     "-protocol_whitelist",
     "file,udp,rtp",
-    ...(opts.codec === "opus"
-      ? ["-analyzeduration", "0", "-probesize", "32"]
-      : ["-analyzeduration", "1000000"]),
+    // Probe on the first packet (see the module doc): the SDP gives the codec, a VP8 keyframe the size.
+    "-analyzeduration",
+    "0",
+    "-probesize",
+    "32",
     "-reorder_queue_size",
     "0",
     "-i",
@@ -250,16 +310,19 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
     containerFor(opts.codec, path),
     path,
   ];
+  // Machine-readable progress on stdout: tells when the output is being written (and how many frames).
+  args.splice(args.indexOf("-y"), 0, "-progress", "pipe:1", "-stats_period", "0.5");
   // stdin is ffmpeg's clean stop: "q" finalizes the container (SIGINT makes 5.1 fail the Ogg trailer)
-  const child = ffmpegCommand(ffmpeg, args, { stdin: "piped", stdout: "null", stderr: "piped" }).spawn();
+  const child = ffmpegCommand(ffmpeg, args, { stdin: "piped", stdout: "piped", stderr: "piped" }).spawn();
   trackChild(child);
   const pid = child.pid;
   const stdin = child.stdin.getWriter();
   const tail = new StderrTail(child.stderr, (l) => log("debug", "ffmpeg recorder", { pid, line: l }));
+  const progress = new FfmpegProgress(child.stdout);
   let stopping = false;
   const exited = child.status.then(async (st) => {
     untrackChild(child);
-    await tail.done;
+    await Promise.all([tail.done, progress.done]);
     await Deno.remove(sdpPath).catch(() => {});
     const reason = st.signal
       ? `ffmpeg killed by ${st.signal}`
@@ -303,6 +366,8 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
   let lastFrame: Uint8Array[] = [];
   let lastTs = -1;
   let prevTsStep = opts.codec === "opus" ? 960 : 6000;
+  /** VP8: a keyframe was forwarded (ffmpeg writes nothing before one). */
+  let keyframeSeen = opts.codec !== "vp8";
   const forward = (out: Uint8Array) => {
     packets++;
     pending++;
@@ -323,6 +388,7 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
       lastFrame = [];
     }
     lastFrame.push(out);
+    if (!keyframeSeen && isVp8KeyframeStart(out)) keyframeSeen = true;
     forward(out);
   });
 
@@ -365,15 +431,18 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
           throw new RecorderError(`recording ${path} got no packets`, tail.text());
         }
         await new Promise((r) => setTimeout(r, 50)); // let ffmpeg read what is in its socket
-        if (!dead) {
+        // Without a keyframe ffmpeg is still probing and never opens its output: no "q" to wait for.
+        if (!dead && keyframeSeen) {
           // ffmpeg only looks at stdin between packets, and it is blocked reading RTP when the stream stopped
-          // (SIGINT makes 5.1 abort the Ogg trailer): after "q", replay the last frame (new seq/ts) until
-          // it exits. The recording ends with one repeated frame (20 ms of audio / one video frame).
-          await stdin.write(new TextEncoder().encode("q")).catch(() => {});
+          // (SIGINT makes 5.1 abort the Ogg trailer): replay the last frame (new seq/ts) until it exits. "q"
+          // goes out only once ffmpeg writes its output: said while it still probes, it would drop what it
+          // read. The recording ends with a few repeated frames (20 ms of audio / one video frame each).
           const frame = lastFrame;
           let seq = frame.length ? new DataView(frame[frame.length - 1]!.buffer).getUint16(2) : 0;
           let ts = lastTs;
-          for (let i = 0; i < 20 && !dead && frame.length; i++) {
+          let round = 0;
+          const replay = () => {
+            round++;
             ts = (ts + prevTsStep) >>> 0;
             for (const f of frame) {
               const c = f.slice();
@@ -381,23 +450,36 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
               seq = (seq + 1) & 0xffff;
               dv.setUint16(2, seq);
               dv.setUint32(4, ts);
-              if (opts.codec === "vp8") bumpVp8PictureId(c, i + 1);
+              if (opts.codec === "vp8") bumpVp8PictureId(c, round);
               sock.send(c, port, "127.0.0.1");
             }
-            await Promise.race([exited, new Promise((r) => setTimeout(r, 100))]);
+          };
+          const tick = () => Promise.race([exited, progress.next(), new Promise((r) => setTimeout(r, 100))]);
+          // Up to 3 s for ffmpeg to open its output (normally done long before), then "q" and up to 2 s to quit.
+          for (let i = 0; i < 30 && !dead && !progress.writing && frame.length; i++) {
+            replay();
+            await tick();
+          }
+          if (!progress.writing) log("warn", "recorder ffmpeg never opened its output", { pid, path });
+          await stdin.write(new TextEncoder().encode("q")).catch(() => {});
+          for (let i = 0; i < 20 && !dead && frame.length; i++) {
+            replay();
+            await tick();
           }
         }
         await stdin.close().catch(() => {});
+        // Bounded: ffmpeg that ignored "q" gets SIGINT after 1 s (at once when it is still probing), SIGKILL
+        // after 3 s.
         const t1 = setTimeout(() => {
           try {
             child.kill("SIGINT");
           } catch { /* gone */ }
-        }, 3000);
+        }, keyframeSeen ? 1000 : 0);
         const t2 = setTimeout(() => {
           try {
             child.kill("SIGKILL");
           } catch { /* gone */ }
-        }, 6000);
+        }, 3000);
         const e = await exited;
         clearTimeout(t1);
         clearTimeout(t2);
@@ -414,6 +496,13 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
           bytes = (await Deno.stat(path)).size;
         } catch { /* not a regular file */ }
         const result = { path, bytes, packets, lost: jb.lost, late: jb.late };
+        if (!keyframeSeen) {
+          throw new RecorderError(
+            `recording ${path} has no video: none of its ${packets} packets started a VP8 keyframe`,
+            tail.text(),
+            result,
+          );
+        }
         if (errorLine || (e.signal && e.signal !== "SIGINT") || (e.code !== 0 && e.code !== 255)) {
           throw new RecorderError(
             `recording ${path} failed: ${errorLine ?? e.reason}${
@@ -424,6 +513,14 @@ export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
           );
         }
         if (packets === 0) throw new RecorderError(`recording ${path} got no packets`, tail.text(), result);
+        if (opts.codec === "vp8" && progress.frames === 0) {
+          // ffmpeg drops VP8 until a keyframe: a header-only file is a failed recording, not a short one.
+          throw new RecorderError(
+            `recording ${path} has no video frame: no VP8 keyframe reached the recorder`,
+            tail.text(),
+            result,
+          );
+        }
         return result;
       })();
       return stopped;

@@ -34,15 +34,37 @@
  *     re-derive keys; seen at 100 concurrent setups as "peer Finished verify_data mismatch").
  *     (2f) inbound DTLS record filter (see `filterRecords`): an off-path plaintext alert or a record
  *     with an unknown content type no longer closes an established transport.
+ *     (2g) early DTLS records: werift creates the DTLS socket only after its own ICE `connect()` has
+ *     returned, and drops DTLS that arrives before. A peer whose ICE finished first (aiortc/OpenSSL as
+ *     DTLS client, we the server because we offered) then loses its ClientHello and resends it after
+ *     OpenSSL's 1 s timer. Seam 5 keeps DTLS datagrams from the validated pair while no
+ *     DTLS socket listens on the connection (at most `EARLY_DTLS_RECORDS_MAX`), and the socket
+ *     construction hook replays them into the new socket (`PeerStats.earlyDtlsRecordsReplayed`).
  *  5. `Connection.prototype.ensureProtocol` (called once per ICE socket/protocol): werift hands every
  *     non-STUN datagram to DTLS/SRTP whatever its source address. We wrap the protocol's receive
  *     method (the one that still knows the source) so that non-STUN datagrams are delivered only
  *     from the remote address of a succeeded (valid) or the nominated ICE pair of that protocol
  *     (see `fromValidatedPair`); the others are dropped and counted (`PeerStats.foreignSourceDrops`).
- *     STUN always passes: connectivity checks, consent and a legit pair switch need it.
+ *     STUN always passes: connectivity checks, consent and a legit pair switch need it. A datagram from
+ *     the address of a signalled candidate whose pair is still being checked is held until that check
+ *     ends (`holdUntilValidated`): with aggressive nomination the peer may already send DTLS on it.
+ *  6. `Connection.prototype.connect/checkComplete/close/setState`: ICE completion is reported when the
+ *     nominated pair succeeds, not at werift's next 20 ms check-pacing tick (`installIceCompletionSeam`);
+ *     a closed connection is not revived by the rest of werift's `connect()`.
+ *  7. werift's tweetnacl `box.keyPair`/`scalarMult`: native X25519 for the DTLS ECDHE
+ *     (`installNativeX25519`).
+ *  8. `CipherContext.prototype.signatureData/generateKeySignature`: the DTLS CertificateVerify and
+ *     ServerKeyExchange signatures with a parsed key object instead of a PEM parsed per signature.
+ *  And the codecs we offer are spelt as Conversations/Dino write them (`offeredCodecs`: `opus`, not `OPUS`).
+ *
+ * Measured effect of 2g, 5 (held datagrams), 6, 7 and 8 (scripts/bench_calls.ts, 100 calls, 2-core machine,
+ * medians): bare werift loopback handshake 35.7 → 9.8 ms, bot-to-bot OMEMO-verified call setup (propose →
+ * first RTP both ways) 59.4 → 30.5 ms, the bot calling an aiortc peer 1043 → 42 ms (no more OpenSSL
+ * ClientHello retransmission after 1 s).
  */
 import {
   CandidatePairState,
+  CipherContext,
   Connection,
   DtlsClient,
   DtlsSocket,
@@ -54,8 +76,21 @@ import {
   SrtpAuthenticationError,
   StunProtocol,
   UdpTransport,
+  useOPUS,
+  usePCMU,
+  useVP8,
 } from "werift";
 import { Buffer } from "node:buffer";
+import {
+  createHash,
+  createPrivateKey,
+  createPublicKey,
+  diffieHellman,
+  generateKeyPairSync,
+  type KeyObject,
+  sign as cryptoSign,
+} from "node:crypto";
+import { createRequire } from "node:module";
 import {
   fingerprintSha256,
   type PeerHandshakeEvidence,
@@ -135,6 +170,14 @@ export interface PeerStats {
   /** non-STUN datagrams (DTLS, SRTP, SRTCP, anything else) dropped because their source address was
    * not the remote address of a succeeded or nominated ICE candidate pair */
   foreignSourceDrops: number;
+  /** DTLS records that arrived from the validated pair before the DTLS layer listened, replayed into it
+   * once it did (without this they were lost and the peer had to retransmit) */
+  earlyDtlsRecordsReplayed: number;
+  /** early DTLS records dropped because the bounded buffer ({@link EARLY_DTLS_RECORDS_MAX}) was full */
+  earlyDtlsRecordsDropped: number;
+  /** initial ClientHellos (no cookie) received from the validated pair: 1 per handshake when the peer,
+   * as DTLS client, never retransmitted its first flight; 0 when we are the client */
+  dtlsInitialClientHellos: number;
 }
 
 export interface StateChange {
@@ -208,7 +251,8 @@ interface DtlsSocketLike {
   onHandleHandshakes: (h: HandshakeLike[]) => Promise<void>;
   transport: {
     send: (buf: Uint8Array, addr?: unknown) => unknown;
-    socket: { onData: (d: Uint8Array) => void };
+    /** werift's ICE-backed DTLS transport; `ice` is the ICE `Connection` */
+    socket: { onData: (d: Uint8Array) => void; ice?: object };
   };
   connect?: () => Promise<void>;
   close(): void;
@@ -263,6 +307,15 @@ export const mediaTuning = {
   earlyClientHello: true,
   /** re-send delays for the early ClientHello while the peer has not answered */
   clientHelloResendMs: [10, 20, 40, 80, 160],
+  /** replay DTLS records that arrived before the DTLS layer listened (seam 2g); false = werift's
+   * behaviour (they are lost) — for before/after measurement and for the test that shows the loss */
+  replayEarlyDtls: true,
+  /** tests only: delay werift's `RTCDtlsTransport.start()` by this many ms, so that the peer's first
+   * DTLS flight surely arrives before the DTLS layer exists (0 = no delay) */
+  dtlsStartDelayMs: 0,
+  /** report ICE completion when the nominated pair succeeds, not at werift's next 20 ms tick (seam 6);
+   * false = werift's behaviour, for before/after measurement */
+  earlyIceCompletion: true,
 };
 
 /** Test hooks. `enforce: false`: the guard only records its verdict but lets the handshake complete.
@@ -371,15 +424,27 @@ function installSocketHooks(sock: DtlsSocketLike) {
     }
   };
 
+  // (g) from now on this ICE connection has a DTLS listener: stop buffering early records.
+  const ice = sock.transport.socket.ice;
+  const early = ice ? earlyDtlsOf(ice) : undefined;
+  if (early) early.attached = true;
+
   // (f) inbound record filter + "peer answered" tracking. The subclass constructor has set
-  // transport.socket.onData (= werift's udpOnMessage) by the time the microtask runs.
+  // transport.socket.onData (= werift's udpOnMessage) by the time the microtask runs; RTCDtlsTransport
+  // has subscribed to onConnect/onError too, so the replayed records (g) may complete the handshake.
   queueMicrotask(() => {
     const origOnData = sock.transport.socket.onData;
-    sock.transport.socket.onData = (d: Uint8Array) => {
+    const onData = (d: Uint8Array) => {
       peerAnswered = true;
       const kept = filterRecords(d, sock.connected);
       if (kept) origOnData(kept);
     };
+    sock.transport.socket.onData = onData;
+    for (const d of early?.queue.splice(0) ?? []) {
+      if (!mediaTuning.replayEarlyDtls) continue;
+      early!.replayed++;
+      onData(d);
+    }
   });
 
   // (a) early ClientHello
@@ -456,7 +521,12 @@ export type IceAddress = readonly [string, number];
 /** What `fromValidatedPair` needs of a werift ICE `Connection` and its candidate pairs. */
 export interface IcePairsLike {
   nominated?: { protocol: unknown; remoteAddr: IceAddress };
-  checkList: readonly { protocol: unknown; remoteAddr: IceAddress; state: number }[];
+  checkList: readonly {
+    protocol: unknown;
+    remoteAddr: IceAddress;
+    state: number;
+    remoteCandidate?: { type?: string };
+  }[];
 }
 
 /**
@@ -474,6 +544,77 @@ export function fromValidatedPair(conn: IcePairsLike, protocol: unknown, addr: I
 }
 
 const foreignDrops = new WeakMap<object, { count: number }>();
+
+/**
+ * DTLS records that reached an ICE connection (from a validated pair) before werift created the DTLS
+ * socket that listens on it (seam 2g/5). werift only starts DTLS once its own ICE `connect()` has
+ * returned; a peer whose ICE finished first (aiortc/OpenSSL as DTLS client) sends its ClientHello into
+ * the void and retransmits it only after OpenSSL's 1 s timer. We keep them and replay them into the
+ * DTLS socket as soon as it exists.
+ */
+interface EarlyDtls {
+  /** a werift DTLS socket listens on this connection: nothing is buffered any more */
+  attached: boolean;
+  queue: Uint8Array[];
+  replayed: number;
+  /** dropped because the buffer was full */
+  overflow: number;
+  /** ClientHello records without a cookie (a DTLS client's first flight, RFC 6347 §4.2.1) received */
+  initialClientHellos: number;
+}
+/** Bound of the early-record buffer (a whole client flight is 1–5 records; more is not a handshake). */
+export const EARLY_DTLS_RECORDS_MAX = 32;
+const earlyDtls = new WeakMap<object, EarlyDtls>();
+function earlyDtlsOf(conn: object): EarlyDtls {
+  let e = earlyDtls.get(conn);
+  if (!e) {
+    earlyDtls.set(conn, e = { attached: false, queue: [], replayed: 0, overflow: 0, initialClientHellos: 0 });
+  }
+  return e;
+}
+
+/** werift's test for "this datagram is DTLS" (RFC 7983 demultiplexing: first byte 20..63). */
+const isDtlsDatagram = (d: Uint8Array) => d.length > 0 && d[0]! >= 20 && d[0]! <= 63;
+
+/**
+ * Number of ClientHello handshake records with an empty cookie in one datagram: a DTLS client's flight 1
+ * (its cookie-bearing repeat after a HelloVerifyRequest is not counted). Each retransmission of
+ * flight 1 counts again, so 1 per handshake means the peer never had to retransmit it.
+ */
+export function countInitialClientHellos(d: Uint8Array): number {
+  let n = 0;
+  let off = 0;
+  while (off + 13 <= d.length) {
+    const type = d[off]!;
+    const epoch = (d[off + 3]! << 8) | d[off + 4]!;
+    const len = (d[off + 11]! << 8) | d[off + 12]!;
+    const body = off + 13;
+    const end = body + len;
+    if (end > d.length) break;
+    // handshake header (12) + client_version (2) + random (32) + session_id <1> + cookie <1>
+    if (type === 22 && epoch === 0 && len >= 12 + 35 && d[body] === 1) {
+      const fragOffset = (d[body + 6]! << 16) | (d[body + 7]! << 8) | d[body + 8]!;
+      const sidAt = body + 12 + 34;
+      const cookieAt = sidAt + 1 + d[sidAt]!;
+      if (fragOffset === 0 && cookieAt < end && d[cookieAt] === 0) n++;
+    }
+    off = end;
+  }
+  return n;
+}
+
+/** Seam 5 / 2g: a datagram from a validated pair that looks like DTLS. Counted, and kept while no
+ * DTLS socket listens on the connection (werift drops it then). */
+function noteDtlsDatagram(conn: object, data: Uint8Array): void {
+  const e = earlyDtlsOf(conn);
+  e.initialClientHellos += countInitialClientHellos(data);
+  if (e.attached) return;
+  if (e.queue.length >= EARLY_DTLS_RECORDS_MAX) {
+    e.overflow++;
+    return;
+  }
+  e.queue.push(Buffer.from(data)); // a copy: the runtime may reuse its receive buffer
+}
 /** werift protocol methods that receive one datagram/frame together with its source address. */
 const RECEIVE_METHODS = ["datagramReceived", "handleStunMessage", "handleFrame"] as const;
 
@@ -490,14 +631,85 @@ function filterBySource(conn: IcePairsLike, protocol: Record<string, unknown>): 
     return;
   }
   const inner = (protocol[name] as (d: Buffer, a: IceAddress) => unknown).bind(protocol);
-  protocol[name] = (data: Buffer, addr: IceAddress) => {
+  const receive = (data: Buffer, addr: IceAddress): unknown => {
     // werift's own rule: whatever parses as STUN is STUN, everything else is application data.
-    if (!parseMessage(data) && !fromValidatedPair(conn, protocol, addr)) {
-      drops.count++;
-      return;
+    if (!parseMessage(data)) {
+      if (!fromValidatedPair(conn, protocol, addr)) {
+        if (!holdUntilValidated(conn, protocol, addr, () => receive(data, addr))) drops.count++;
+        return;
+      }
+      if (isDtlsDatagram(data)) noteDtlsDatagram(conn, data);
     }
     return inner(data, addr);
   };
+  protocol[name] = receive;
+}
+
+/** A datagram from the address of a candidate pair whose check is still running (see holdUntilValidated). */
+interface HeldDatagram {
+  protocol: unknown;
+  addr: IceAddress;
+  /** runs it through the source filter again */
+  redeliver: () => void;
+}
+const heldDatagrams = new WeakMap<object, HeldDatagram[]>();
+/** Bound of the held datagrams per connection (a client's first DTLS flight is one to a few datagrams). */
+export const HELD_DATAGRAMS_MAX = 32;
+
+/** The candidate pair of `protocol` towards `addr`, if there is one. */
+function pairTo(conn: IcePairsLike, protocol: unknown, addr: IceAddress) {
+  return conn.checkList.find((p) =>
+    p.protocol === protocol && p.remoteAddr[0] === addr[0] && p.remoteAddr[1] === addr[1]
+  );
+}
+
+/**
+ * With aggressive nomination (werift as controlling agent puts USE-CANDIDATE in every check) the two sides
+ * may settle on different pairs: the controlled side nominates the first pair whose checks both ways
+ * succeeded on its side and starts DTLS on it at once, while our check of that very pair is still waiting
+ * for its response (seen with one IPv4 and one IPv6 pair: the peer's ClientHello on IPv4 arrived while our
+ * IPv4 check was in progress and we had nominated IPv6). Dropping it costs the peer a retransmission. A
+ * datagram from the remote address of a pair of ours that is still frozen, waiting or in progress is held
+ * instead (at most HELD_DATAGRAMS_MAX per connection) and passed through the filter again whenever a check
+ * completes: delivered once that pair has succeeded, dropped and counted once it has failed. Nothing from an
+ * address outside the check list, or of a peer-reflexive pair, is held. Returns false when the datagram is not
+ * held (the caller drops it).
+ */
+export function holdUntilValidated(
+  conn: IcePairsLike,
+  protocol: unknown,
+  addr: IceAddress,
+  redeliver: () => void,
+): boolean {
+  const pair = pairTo(conn, protocol, addr);
+  if (!pair || pair.state === CandidatePairState.SUCCEEDED || pair.state === CandidatePairState.FAILED) {
+    return false;
+  }
+  // A peer-reflexive pair exists because someone sent us a check from there (werift does not check its
+  // integrity): only signalled candidates count.
+  if (pair.remoteCandidate?.type === "prflx") return false;
+  let held = heldDatagrams.get(conn);
+  if (!held) heldDatagrams.set(conn, held = []);
+  if (held.length >= HELD_DATAGRAMS_MAX) return false;
+  held.push({ protocol, addr, redeliver });
+  return true;
+}
+
+/** Seam 6 calls this after every completed check: held datagrams whose pair is decided go on. */
+export function releaseHeld(conn: IcePairsLike): void {
+  const held = heldDatagrams.get(conn);
+  if (!held?.length) return;
+  const keep: HeldDatagram[] = [];
+  const go: HeldDatagram[] = [];
+  for (const h of held) {
+    const pair = pairTo(conn, h.protocol, h.addr);
+    const pending = pair !== undefined && pair.state !== CandidatePairState.SUCCEEDED &&
+      pair.state !== CandidatePairState.FAILED && !fromValidatedPair(conn, h.protocol, h.addr);
+    (pending ? keep : go).push(h);
+  }
+  heldDatagrams.set(conn, keep);
+  // through the filter again: delivered if validated now, otherwise dropped and counted
+  for (const h of go) h.redeliver();
 }
 
 let patched = false;
@@ -534,8 +746,15 @@ function installPatches() {
 
   // 3. count SRTP auth failures; SRTP replay window (RFC 3711 §3.3.2, werift has none)
   type Decryptor = { decrypt: (d: Buffer) => Buffer };
-  type TransportProto = { updateSrtpSession(): void };
+  type TransportProto = { updateSrtpSession(): void; start(): Promise<void> };
   const tp = RTCDtlsTransport.prototype as unknown as TransportProto;
+  const origStart = tp.start;
+  if (typeof origStart !== "function") throw new Error("werift seam changed: RTCDtlsTransport.start");
+  tp.start = async function (this: unknown) {
+    const delay = mediaTuning.dtlsStartDelayMs;
+    if (delay > 0) await new Promise((r) => setTimeout(r, delay));
+    return await origStart.call(this);
+  };
   const origUpdate = tp.updateSrtpSession;
   if (typeof origUpdate !== "function") throw new Error("werift seam changed: updateSrtpSession");
   tp.updateSrtpSession = function (this: { srtp: Decryptor; srtcp: Decryptor }) {
@@ -586,6 +805,207 @@ function installPatches() {
   ep.ensureProtocol = function (this: IcePairsLike, protocol: unknown) {
     filterBySource(this, protocol as Record<string, unknown>);
     origEnsure.call(this, protocol);
+  };
+
+  // 6. ICE completion noticed when it happens, not at the next 20 ms check-pacing tick
+  installIceCompletionSeam();
+
+  // 7. native X25519 for the DTLS key exchange
+  nativeX25519 = installNativeX25519();
+
+  // 8. DTLS signatures with a parsed key, not a PEM string parsed again for every signature
+  type CipherProto = {
+    signatureData(data: Uint8Array, hash: string): Buffer;
+    generateKeySignature(hash: string): Buffer;
+    valueKeySignature(cr: Buffer, sr: Buffer, pub: Uint8Array, curve: number): Buffer;
+  };
+  const cip = CipherContext.prototype as unknown as CipherProto;
+  const { signatureData, generateKeySignature, valueKeySignature } = cip;
+  for (const [n, f] of Object.entries({ signatureData, generateKeySignature, valueKeySignature })) {
+    if (typeof f !== "function") throw new Error(`werift seam changed: CipherContext.${n}`);
+  }
+  cip.signatureData = function (this: CipherWithKey, data: Uint8Array, hash: string) {
+    return cryptoSign(hash, data, privateKeyObject(this.localPrivateKey));
+  };
+  cip.generateKeySignature = function (this: CipherWithKey & CipherProto, hash: string) {
+    const client = this.sessionType === CLIENT_SESSION ? this.localRandom : this.remoteRandom;
+    const server = this.sessionType === CLIENT_SESSION ? this.remoteRandom : this.localRandom;
+    const signed = this.valueKeySignature(
+      client.serialize(),
+      server.serialize(),
+      this.localKeyPair.publicKey,
+      this.namedCurve,
+    );
+    return cryptoSign(hash, signed, privateKeyObject(this.localPrivateKey));
+  };
+}
+
+/** werift's `SessionType.CLIENT` (1; SERVER is 2). */
+const CLIENT_SESSION = 1;
+/** What seam 8 uses of a werift `CipherContext`. */
+interface CipherWithKey {
+  sessionType: number;
+  localRandom: { serialize(): Buffer };
+  remoteRandom: { serialize(): Buffer };
+  localKeyPair: { publicKey: Uint8Array };
+  namedCurve: number;
+  /** @fidm/x509 PrivateKey */
+  localPrivateKey: { toDER(): Buffer };
+}
+/** Parsed signing keys by the SHA-256 of their PKCS#8 DER (werift parses the key again for every DTLS
+ * socket, each signs once: the gain is across sockets). One per certificate in use, a handful per process. */
+const signingKeys = new Map<string, KeyObject>();
+function privateKeyObject(k: { toDER(): Buffer }): KeyObject {
+  const der = Buffer.from(k.toDER());
+  const id = createHash("sha256").update(der).digest("base64");
+  let key = signingKeys.get(id);
+  if (!key) {
+    key = createPrivateKey({ key: der, format: "der", type: "pkcs8" });
+    if (signingKeys.size >= 64) signingKeys.delete(signingKeys.keys().next().value!);
+    signingKeys.set(id, key);
+  }
+  return key;
+}
+
+/** Whether seam 7 is active (werift's tweetnacl found and replaced); see installNativeX25519. */
+export let nativeX25519 = false;
+
+const X25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b656e04220420", "hex");
+const X25519_SPKI_PREFIX = Buffer.from("302a300506032b656e032100", "hex");
+
+/**
+ * 7. werift's DTLS does its ECDHE in pure JavaScript: X25519 (the curve every client offers first: werift,
+ * OpenSSL, libwebrtc) with tweetnacl, ~1.4 ms per key pair and ~1.2 ms per shared secret on Deno, on the
+ * critical path of both handshake sides. werift calls `nacl.box.keyPair()` and `nacl.scalarMult()` through
+ * the tweetnacl module object it imports; we replace those two functions on that same object (reached with
+ * `require` from werift's own location, so it is werift's pinned copy, no new dependency) with
+ * node:crypto's native X25519 (~0.1 + 0.2 ms). Same results (RFC 7748, clamping included), except that a
+ * low-order peer key, whose shared secret is all zeros, now throws and so fails the handshake as
+ * RFC 7748 §6.1 recommends instead of yielding a known key. When tweetnacl cannot be found (werift changed
+ * its dependencies) nothing is patched and werift stays correct, only slower.
+ */
+function installNativeX25519(): boolean {
+  let nacl: {
+    box: { keyPair: () => { publicKey: Uint8Array; secretKey: Uint8Array } };
+    scalarMult: (n: Uint8Array, p: Uint8Array) => Uint8Array;
+  };
+  try {
+    nacl = createRequire(import.meta.resolve("werift"))("tweetnacl");
+  } catch {
+    return false;
+  }
+  if (typeof nacl?.box?.keyPair !== "function" || typeof nacl.scalarMult !== "function") return false;
+  // werift wraps the results with `Buffer.from(x.buffer)`: each array must own exactly its 32 bytes.
+  const own = (b: Uint8Array) => new Uint8Array(b.subarray(b.length - 32));
+  const scalarMultBase = nacl.scalarMult;
+  const patchedScalarMult = (n: Uint8Array, p: Uint8Array): Uint8Array => {
+    if (n?.length !== 32 || p?.length !== 32) return scalarMultBase(n, p); // tweetnacl throws its own error
+    const privateKey = createPrivateKey({
+      key: Buffer.concat([X25519_PKCS8_PREFIX, n]),
+      format: "der",
+      type: "pkcs8",
+    });
+    const publicKey = createPublicKey({
+      key: Buffer.concat([X25519_SPKI_PREFIX, p]),
+      format: "der",
+      type: "spki",
+    });
+    return own(diffieHellman({ privateKey, publicKey }));
+  };
+  Object.assign(patchedScalarMult, scalarMultBase); // keeps scalarMult.base and the length constants
+  nacl.scalarMult = patchedScalarMult;
+  const keyPair = () => {
+    const k = generateKeyPairSync("x25519");
+    return {
+      secretKey: own(k.privateKey.export({ format: "der", type: "pkcs8" })),
+      publicKey: own(k.publicKey.export({ format: "der", type: "spki" })),
+    };
+  };
+  Object.assign(keyPair, nacl.box.keyPair);
+  nacl.box.keyPair = keyPair;
+  return true;
+}
+
+/** What seam 6 uses of a werift ICE `Connection`. */
+interface IceConnectionLike {
+  iceLite: boolean;
+  checkListDone: boolean;
+  nominated?: unknown;
+  state: string;
+  queryConsent: () => void;
+  stopConsentLifecycle(): void;
+  setState(state: string): void;
+}
+
+/** Seam 6: resolves the running `connect()` of a connection early (see installIceCompletionSeam). */
+const iceCompleted = new WeakMap<object, () => void>();
+/** Connections whose close() was called: nothing may bring them back to life. */
+const closedIce = new WeakSet<object>();
+
+/**
+ * 6. werift's `Connection.connect()` paces its checks in a loop that sleeps 20 ms (Ta) per round and only
+ * looks at the check list again after the sleep: a pair that succeeds and is nominated 1 ms into a round
+ * is reported ~19 ms later, and DTLS cannot start before. (aioice has the same loop.) We let `connect()`
+ * return as soon as `checkComplete()` has a nominated pair and the check list is done, and report the
+ * state "connected" then (RTCIceTransport ignores the repeat the original loop sends later). The original
+ * `connect()` keeps running to its end; if the connection is closed before it gets there, its late
+ * `setState("connected")` and consent checks are suppressed (werift would revive a closed connection).
+ */
+function installIceCompletionSeam(): void {
+  type Proto = {
+    connect(): Promise<void>;
+    checkComplete(pair: unknown): void;
+    close(): Promise<void>;
+    setState(state: string): void;
+  };
+  const cp = Connection.prototype as unknown as Proto;
+  const { connect, checkComplete, close, setState } = cp;
+  for (const [n, f] of Object.entries({ connect, checkComplete, close, setState })) {
+    if (typeof f !== "function") throw new Error(`werift seam changed: Connection.${n}`);
+  }
+  cp.checkComplete = function (this: IceConnectionLike & IcePairsLike, pair: unknown) {
+    checkComplete.call(this, pair);
+    if (this.checkListDone && this.nominated) iceCompleted.get(this)?.();
+    releaseHeld(this);
+  };
+  cp.close = function (this: IceConnectionLike) {
+    closedIce.add(this);
+    heldDatagrams.delete(this);
+    return close.call(this);
+  };
+  cp.setState = function (this: IceConnectionLike, state: string) {
+    if (closedIce.has(this) && state !== "closed") return;
+    setState.call(this, state);
+  };
+  cp.connect = function (this: IceConnectionLike) {
+    const full = connect.call(this);
+    if (this.iceLite || !mediaTuning.earlyIceCompletion) return full;
+    if (!Object.hasOwn(this, "queryConsent") || typeof this.queryConsent !== "function") return full;
+    const consent = this.queryConsent;
+    this.queryConsent = () => {
+      if (!closedIce.has(this)) consent();
+    };
+    return new Promise<void>((resolve, reject) => {
+      let settled = false;
+      const settle = (err?: unknown) => {
+        if (settled) return;
+        settled = true;
+        iceCompleted.delete(this);
+        if (err === undefined) resolve();
+        else reject(err);
+      };
+      const completed = () => {
+        if (closedIce.has(this) || this.state === "closed") return;
+        // what the original does after its loop, minus cancelling checks still in flight (it does that)
+        this.queryConsent();
+        this.setState("connected");
+        settle();
+      };
+      iceCompleted.set(this, completed);
+      full.then(() => settle(), (e) => settle(e ?? new Error("ICE negotiation failed")));
+      // the early checks the original handled before its first await may have completed it already
+      if (this.checkListDone && this.nominated) completed();
+    });
   };
 }
 
@@ -679,6 +1099,17 @@ const emptyCounters = (): TrackCounters => ({
   bytesReceived: 0,
 });
 
+/**
+ * The codecs we offer, werift's defaults (payload types included) but named the way Conversations and Dino
+ * (libwebrtc) write them: werift says `OPUS`, they say `opus`. SDP encoding names are case-insensitive
+ * (RFC 4855 §3) and werift matches them so, but real clients compare some of them exactly. In an answer
+ * werift repeats the offerer's spelling. VP8/PCMU are spelt as Conversations writes them already
+ * (werift's `useH264` says `H264` too, should it ever be offered).
+ */
+export function offeredCodecs(): { audio: ReturnType<typeof useOPUS>[]; video: ReturnType<typeof useVP8>[] } {
+  return { audio: [useOPUS({ mimeType: "audio/opus" }), usePCMU()], video: [useVP8()] };
+}
+
 export async function createPeer(opts: PeerOptions): Promise<Peer> {
   const log: PeerLogger = opts.logger ?? (() => {});
   const cert = opts.certificate ? toWeriftCert(opts.certificate) : await RTCDtlsTransport.SetupCertificate();
@@ -686,6 +1117,7 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
     {
       iceServers: (opts.iceServers ?? []).map((s) => ({ ...s })),
       certificates: [cert],
+      codecs: offeredCodecs(),
       bundlePolicy: opts.bundle === false ? "disable" : "max-bundle",
       iceUseIpv6: opts.ipv6 ?? true,
     } as ConstructorParameters<typeof RTCPeerConnection>[0],
@@ -865,12 +1297,17 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
     },
     stats() {
       const t = dtlsTransport();
+      const conn = iceConnection(t);
+      const early = conn ? earlyDtls.get(conn) : undefined;
       return {
         audio: { ...counters.audio },
         video: { ...counters.video },
         srtpAuthFailures: (t && srtpFailures.get(t)?.count) ?? 0,
         srtpReplays: (t && srtpFailures.get(t)?.replays) ?? 0,
-        foreignSourceDrops: foreignDrops.get(iceConnection(t) ?? {})?.count ?? 0,
+        foreignSourceDrops: foreignDrops.get(conn ?? {})?.count ?? 0,
+        earlyDtlsRecordsReplayed: early?.replayed ?? 0,
+        earlyDtlsRecordsDropped: early?.overflow ?? 0,
+        dtlsInitialClientHellos: early?.initialClientHellos ?? 0,
       };
     },
     async close() {

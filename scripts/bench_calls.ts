@@ -4,12 +4,13 @@
  * media/webrtc.ts peers in-process exchanging SDP directly), the XMPP IQ round trip (XEP-0199 ping) and an
  * independent client calling itself through the same Prosody: two tests/interop/jingle_aiortc_peer.py processes
  * (python3-aiortc + python3-slixmpp, plain XEP-0320 fingerprints) placing sequential audio calls, each propose →
- * first RTP both ways → hangup, timed per phase the same way. All measured in the same run.
+ * first RTP both ways → hangup, timed per phase the same way; and a bot calling that aiortc peer and called by it
+ * (the mixed series: a bot that offers is the DTLS server facing OpenSSL). All measured in the same run.
  *
  * Aims: median setup within 2× the bare handshake plus four Prosody round trips, and below the aiortc peer's.
  *
  * Usage: `deno run -A scripts/bench_calls.ts [--calls N] [--aiortc-calls N] [--json] [--nagle]`
- * (`--aiortc-calls` defaults to `--calls`; 0 skips the aiortc series. It is skipped, with a note, when
+ * (`--aiortc-calls` defaults to `--calls`; 0 skips the aiortc and mixed series. It is skipped, with a note, when
  * /usr/bin/python3 lacks aiortc or slixmpp.)
  *
  * @module
@@ -247,11 +248,80 @@ async function oneAiortcCall(
   return out;
 }
 
+/**
+ * One call between the bot and an aiortc peer (mixed series): `botCalls` — the bot proposes (it offers, so it is
+ * the DTLS server facing aiortc's OpenSSL client), otherwise aiortc calls the bot. Propose → first RTP both ways
+ * (the bot sends opus-shaped packets, aiortc its own 20 ms frames) → the caller hangs up. Phases as in
+ * {@link oneCall}, from the bot's phases and the timestamps the aiortc peer reports (same clock).
+ */
+async function oneMixedCall(
+  botCalls: Calls,
+  botBare: string,
+  py: JsonLinePeer,
+  pyBare: string,
+  botCallsOut: boolean,
+): Promise<number[]> {
+  let call: Call;
+  if (botCallsOut) call = await botCalls.call(pyBare);
+  else {
+    const incoming = nextIncoming(botCalls);
+    await py.send({ cmd: "call", to: botBare });
+    call = await withTimeout(incoming, 10_000, "incoming aiortc call");
+  }
+  const sid = call.sid;
+  await withTimeout(call.connected, 20_000, "connect (bot ↔ aiortc)");
+  let pyFirstIn: number | undefined;
+  const pyIn = py.next((e) => e.sid === sid && e.event === "first_rtp" && e.direction === "in", 20_000)
+    .then((e) => void (pyFirstIn = e.t as number));
+  pyIn.catch(() => {}); // a timeout surfaces as "no RTP both ways" below
+  const pkt = new Uint8Array(15);
+  pkt[0] = 0x80;
+  pkt[1] = 111;
+  pkt.set([0xf8, 0xff, 0xfe], 12);
+  for (let i = 0; pyFirstIn === undefined || call.phases.firstRtpReceived === undefined; i++) {
+    if (i > 1000) {
+      throw new Error(
+        `no RTP both ways (bot ↔ aiortc): aiortc got ${pyFirstIn}, bot got ${call.phases.firstRtpReceived}, stats ${
+          JSON.stringify(call.peer!.stats())
+        }`,
+      );
+    }
+    new DataView(pkt.buffer).setUint16(2, i);
+    await call.peer!.sendRtp("audio", pkt);
+    await sleep(2); // a macrotask turn, so that UDP is read (awaiting a settled promise would not yield)
+  }
+  if (botCallsOut) await call.hangup();
+  else await py.send({ cmd: "hangup", sid });
+  const ended = await py.next((e) => e.sid === sid && e.event === "ended", 10_000);
+  await withTimeout(call.ended, 10_000, "hangup (bot ↔ aiortc)");
+  if (ended.reason !== "success") throw new Error(`bot ↔ aiortc call ended with ${ended.reason}`);
+  const pp = ended.phases as PeerPhases, bp = call.phases;
+  const caller = botCallsOut ? bp : pp;
+  const ice = Math.max(bp.iceConnected!, pp.iceConnected!);
+  const dtls = Math.max(bp.dtlsConnected!, pp.dtlsConnected!, ice);
+  const rtp = Math.max(bp.firstRtpReceived!, pyFirstIn);
+  const out = [
+    caller.proceed! - caller.proposed!,
+    caller.initiate! - caller.proceed!,
+    caller.accept! - caller.initiate!,
+    ice - caller.accept!,
+    dtls - ice,
+    rtp - dtls,
+    rtp - caller.proposed!,
+  ];
+  if (out.some((x) => !Number.isFinite(x))) {
+    throw new Error(
+      `bot ↔ aiortc call missed a phase: bot ${JSON.stringify(bp)} aiortc ${JSON.stringify(pp)}`,
+    );
+  }
+  return out;
+}
+
 async function main() {
   const { calls: N, aiortcCalls, json, nagle } = parseArgs(Deno.args);
   const started = performance.now();
-  // 170 s for the bot series and the bare handshakes (as before), plus room for the aiortc series.
-  const watchdogMs = 170_000 + aiortcCalls * 1500;
+  // 170 s for the bot series and the bare handshakes (as before), plus room for the aiortc and mixed series.
+  const watchdogMs = 170_000 + aiortcCalls * 4500;
   const watchdog = setTimeout(() => {
     progress(`bench_calls: exceeded ${watchdogMs / 1000} s, aborting`);
     Deno.exit(2);
@@ -313,6 +383,10 @@ async function main() {
     // The independent client (python3-aiortc + slixmpp) calling itself through the same Prosody.
     const aiortcSkipped = aiortcCalls === 0 ? "--aiortc-calls 0" : aiortcUnavailable();
     const aiortcSamples: number[][] = PHASES.map(() => []);
+    const mixedSamples = {
+      botCalls: PHASES.map(() => [] as number[]),
+      aiortcCalls: PHASES.map(() => [] as number[]),
+    };
     let aiortcWarm: number[] | undefined;
     if (!aiortcSkipped) {
       progress("aiortc peers: warm-up call…");
@@ -327,6 +401,23 @@ async function main() {
         r.forEach((v, k) => aiortcSamples[k]!.push(v));
         if ((i + 1) % 25 === 0) progress(`${i + 1}/${aiortcCalls} aiortc calls`);
       }
+
+      // Mixed: a bot with `verify: prefer` (aiortc sends plain XEP-0320 fingerprints) calling aiortc and called by it.
+      progress("bot ↔ aiortc: warm-up calls…");
+      const carol = await connect("carol");
+      const carolCalls = await setupCalls(carol, { verify: "prefer", logger: quiet });
+      subsystems.push(carolCalls);
+      // a fresh aiortc peer: one that has taken part in the series above sends no RTP to the bot (not understood)
+      const pyC = await startAiortcPeer(server, "aiortc-c");
+      pyPeers.push(pyC);
+      const pyCBare = `aiortc-c@${server.domain}`;
+      for (const out of [true, false]) {
+        await oneMixedCall(carolCalls, carol.conn.bareJid, pyC, pyCBare, out);
+        for (let i = 0; i < aiortcCalls; i++) {
+          const r = await oneMixedCall(carolCalls, carol.conn.bareJid, pyC, pyCBare, out);
+          r.forEach((v, k) => mixedSamples[out ? "botCalls" : "aiortcCalls"][k]!.push(v));
+        }
+      }
     }
 
     const phaseStats = Object.fromEntries(PHASES.map((p, k) => [p, stats(samples[k]!)]));
@@ -339,6 +430,12 @@ async function main() {
       ? undefined
       : Object.fromEntries(PHASES.map((p, k) => [p, stats(aiortcSamples[k]!)]));
     const aiortcSetup = aiortcPhases?.[PHASES[PHASES.length - 1]!];
+    const mixedPhases = aiortcSkipped ? undefined : Object.fromEntries(
+      (["botCalls", "aiortcCalls"] as const).map((who) => [
+        who,
+        Object.fromEntries(PHASES.map((p, k) => [p, stats(mixedSamples[who][k]!)])),
+      ]),
+    ) as Record<"botCalls" | "aiortcCalls", Record<string, Stats>>;
     const belowAiortc = aiortcSetup ? setup.median < aiortcSetup.median : undefined;
     const result = {
       calls: N,
@@ -359,6 +456,7 @@ async function main() {
         medianSetupMs: aiortcSetup!.median,
         aim: "bot median setup below the aiortc peer's",
         verdict: belowAiortc ? "PASS" : "MISS",
+        botWithAiortc: { calls: aiortcCalls, verify: "prefer (plain XEP-0320)", ...mixedPhases },
       },
       elapsedS: (performance.now() - started) / 1000,
     };
@@ -408,6 +506,14 @@ async function main() {
           console.log(`${p.padEnd(44)}${f(s.median)}${f(s.p95)}${f(s.min)}${f(phaseStats[p]!.median)}`);
         }
         console.log(`aiortc warm-up call setup: ${aiortcWarm![aiortcWarm!.length - 1]!.toFixed(2)} ms`);
+        console.log(
+          `bot ↔ aiortc peer (bot with verify=prefer; ${aiortcCalls} calls each way, plain XEP-0320 fingerprints): median (p95) ms`,
+        );
+        console.log(`${"phase".padEnd(44)}${"bot calls".padStart(18)}${"aiortc calls".padStart(18)}`);
+        const mp = (s: Stats) => `${s.median.toFixed(2)} (${s.p95.toFixed(2)})`.padStart(18);
+        for (const p of PHASES) {
+          console.log(`${p.padEnd(44)}${mp(mixedPhases!.botCalls[p]!)}${mp(mixedPhases!.aiortcCalls[p]!)}`);
+        }
         console.log(
           `aim: bot median setup below the aiortc peer's: ${setup.median.toFixed(2)} ms < ${
             aiortcSetup!.median.toFixed(2)

@@ -3,7 +3,8 @@
  * loopback) — AES-128-GCM streaming alone (encrypt and decrypt, 256 MiB), then whole transfers (offer to the
  * receiver's confirmation, file read to file committed) over IBB, SOCKS5 direct and SOCKS5 via proxy65.
  * Prints median and p95 MB/s (10^6 bytes/s of plaintext) over RUNS runs (default 5) of MIB MiB (default 64;
- * IBB uses a quarter of it) and exits.
+ * IBB uses a quarter of it) and exits. `BENCH_PROSODY_NAGLE=1` runs Prosody with Nagle on (its own default;
+ * scripts/prosody.ts switches it off), to compare.
  *
  * @module
  */
@@ -79,7 +80,7 @@ async function main() {
   rows.push(["AES-128-GCM encrypt (stream, 256 MiB)", gcm.encrypt]);
   rows.push(["AES-128-GCM decrypt (stream, 256 MiB)", gcm.decrypt]);
 
-  const server = await startProsody();
+  const server = await startProsody({ nagle: Deno.env.get("BENCH_PROSODY_NAGLE") === "1" });
   const tmp = await Deno.makeTempDir({ prefix: "bench-files-" });
   const endpoints: Endpoint[] = [];
   const services: FileTransfers[] = [];

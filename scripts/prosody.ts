@@ -23,6 +23,12 @@ export interface ProsodyOptions {
   logLevel?: "debug" | "info" | "warn" | "error";
   /** Extra Lua lines appended to the global section of the config. */
   extraConfig?: string;
+  /**
+   * Nagle's algorithm on Prosody's sockets (default false). Prosody 0.12 keeps it on, and then every small
+   * stanza answering a small stanza (an IBB block and its IQ result, any IQ round trip) waits out Nagle plus
+   * the peer's delayed ACK: 3 MiB over IBB took 18.7 s with it and 2.5 s without.
+   */
+  nagle?: boolean;
   /** Services announced through XEP-0215 (mod_external_services). */
   externalServices?: ExternalService[];
 }
@@ -236,6 +242,7 @@ pep_max_items = 256
 log = { { levels = { min = ${luaString(options.logLevel ?? "info")} }, to = "file", filename = ${
     luaString(logPath)
   } } }
+network_settings = { nagle = ${options.nagle === true ? "true" : "false"} }
 ${externalServicesLua(options.externalServices ?? [])}${options.extraConfig ?? ""}
 VirtualHost ${luaString(domain)}
   ssl = { certificate = ${luaString(certificatePath)}, key = ${luaString(keyPath)} }

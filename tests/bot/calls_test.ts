@@ -3,6 +3,7 @@ import { endpointOn, quiet } from "./_support.ts";
 import { rtpPacket, sleep } from "../media/helpers.ts";
 import type { Endpoint } from "../../bot/endpoint.ts";
 import { type Call, type Calls, type CallsOptions, setupCalls } from "../../bot/calls.ts";
+import { buildRecord, summarize } from "../../bot/records.ts";
 import { startProsody } from "../../scripts/prosody.ts";
 import { buildJingleIq, NS_DTLS, NS_JINGLE, NS_OMEMO_DTLS } from "../../jingle/mod.ts";
 import { type Element, StanzaError, xml } from "../../xmpp/mod.ts";
@@ -144,9 +145,19 @@ Deno.test({
         undo();
         assert.ok(acceptCandidates > 0, "session-accept carries candidates (Conversations pitfall)");
         await exchangeRtp(a, b, "audio");
+        const stats = { a: a.peer!.stats(), b: b.peer!.stats() };
         await a.hangup();
         assert.deepEqual(await a.ended, { reason: "success" });
         assert.equal((await b.ended).reason, "success");
+        // The call records carry the media plane's security counters: nothing dropped on a normal call.
+        for (const [call, st, by] of [[a, stats.a, "local"], [b, stats.b, "remote"]] as const) {
+          const record = buildRecord(call, { ended: await call.ended, endedBy: by, stats: st });
+          assert.ok("foreignSourceDrops" in record, "the record has foreignSourceDrops");
+          assert.equal(record.foreignSourceDrops, 0);
+          assert.equal(record.srtpAuthFailures, 0);
+          assert.equal(record.traffic.audio?.packetsReceived, 10);
+          assert.match(summarize(record), /datagrams from unvalidated addresses dropped 0/);
+        }
         console.log(phaseLine("audio caller", a));
         console.log(phaseLine("audio callee", b));
       });

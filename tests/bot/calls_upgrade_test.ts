@@ -1,7 +1,9 @@
 /**
  * Calls on a real Prosody, beyond set-up: the video upgrade (content-add / content-accept / content-reject on the
- * running BUNDLE transport), the media-set checks (session-initiate = proposed media, session-accept = initiated
- * contents) and the XEP-0353 existing-session rule (`<finish><migrated/></finish>`).
+ * running BUNDLE transport, and with an own ICE transport per content in Dino-shaped unbundled sessions),
+ * simultaneous content-adds (XEP-0166 tie-break: the initiator's wins), Jingle errors for content actions from a
+ * wrong sender or for unknown contents, the media-set checks (session-initiate = proposed media, session-accept =
+ * initiated contents) and the XEP-0353 existing-session rule (`<finish><migrated/></finish>`).
  */
 import assert from "node:assert/strict";
 import { connectionOn, endpointOn, quiet } from "./_support.ts";
@@ -109,6 +111,9 @@ function jmiSpy(conn: XmppConnection) {
   });
   return { got, off };
 }
+
+const isTieBreakError = (e: unknown) =>
+  e instanceof StanzaError && e.condition === "conflict" && e.application?.name === "tie-break";
 
 async function until(cond: () => boolean, ms = 5000, what = "condition") {
   for (let t = 0; t < ms && !cond(); t += 20) await sleep(20);
@@ -509,6 +514,369 @@ Deno.test({
           await exchangeRtp(a, b, "audio", 4);
           await a.hangup();
           await b.ended;
+        },
+      );
+
+      /** Holds every content-add `es` send until each of them has sent one: the adds cross on the wire. */
+      const crossContentAdds = (es: Endpoint[]) => {
+        const held: (() => void)[] = [];
+        const undo: (() => void)[] = [];
+        for (const e of es) {
+          const orig = e.conn.iq.bind(e.conn);
+          e.conn.iq = async (stanza, o) => {
+            if (stanza.getChild("jingle", NS_JINGLE)?.attrs.action === "content-add") {
+              await new Promise<void>((release) => {
+                held.push(release);
+                if (held.length === es.length) { for (const r of held) r(); }
+              });
+            }
+            return orig(stanza, o);
+          };
+          undo.push(() => void (e.conn.iq = orig));
+        }
+        return () => undo.reverse().forEach((u) => u());
+      };
+      /** The peer's video contents a call negotiated that are not idle (refused/removed). */
+      const liveVideo = (c: Call) =>
+        c.negotiated!.remote.contents.filter((x) =>
+          x.description?.kind === "rtp" && x.description.media === "video" && x.senders !== "none"
+        );
+
+      await t.step(
+        "simultaneous content-adds: the initiator's wins (conflict + tie-break to the responder's), video once",
+        async () => {
+          const { a, b } = await dial(aliceCalls, bobCalls, bob);
+          const uncross = crossContentAdds([alice, bob]);
+          const outA = jingleOut(alice);
+          const outB = jingleOut(bob);
+          try {
+            const [fromA, fromB] = await Promise.all([a.addVideo(), b.addVideo()]);
+            assert.equal(fromA, true, "the initiator's upgrade went through");
+            assert.equal(
+              fromB,
+              true,
+              "the responder's addVideo() ends with the call upgraded (by the initiator)",
+            );
+            assert.equal(outA.sent.filter((j) => j.action === "content-add").length, 1);
+            assert.equal(outB.sent.filter((j) => j.action === "content-add").length, 1);
+            // Only the initiator's content-add was accepted, by the responder; nobody rejected anything.
+            assert.equal(outA.sent.filter((j) => j.action === "content-accept").length, 0);
+            const acc = outB.sent.filter((j) => j.action === "content-accept");
+            assert.equal(acc.length, 1);
+            assert.equal(
+              acc[0]!.contents[0]!.name,
+              outA.sent.find((j) => j.action === "content-add")!.contents[0]!.name,
+            );
+            assert.equal([...outA.sent, ...outB.sent].filter((j) => j.action === "content-reject").length, 0);
+            assert.ok(aliceLog.lines.some((l) => /ours \(initiator\) wins the tie-break/.test(l.msg)));
+            assert.ok(bobLog.lines.some((l) => /the initiator's .*wins the tie-break/.test(l.msg)));
+          } finally {
+            outA.undo();
+            outB.undo();
+            uncross();
+          }
+          assert.deepEqual(a.media, ["audio", "video"]);
+          assert.deepEqual(b.media, ["audio", "video"]);
+          assert.equal(liveVideo(a).length, 1, "one video content (caller)");
+          assert.equal(liveVideo(b).length, 1, "one video content (callee)");
+          await exchangeRtp(a, b, "video");
+          await exchangeRtp(a, b, "audio", 4);
+          assert.equal(a.state, "active");
+          assert.equal(b.state, "active");
+          await a.hangup();
+          assert.equal((await b.ended).reason, "success");
+        },
+      );
+
+      await t.step(
+        "tie-break error before the initiator's content-add arrives: the responder waits for it and accepts it",
+        async () => {
+          const { a, b } = await dial(aliceCalls, bobCalls, bob);
+          // alice's (the initiator's) content-add is held until bob's own got its tie-break error.
+          let aliceHeld = false;
+          let bobRefused!: () => void;
+          const refusedP = new Promise<void>((r) => bobRefused = r);
+          const origA = alice.conn.iq.bind(alice.conn);
+          const origB = bob.conn.iq.bind(bob.conn);
+          alice.conn.iq = async (stanza, o) => {
+            if (stanza.getChild("jingle", NS_JINGLE)?.attrs.action === "content-add") {
+              aliceHeld = true;
+              await refusedP;
+            }
+            return origA(stanza, o);
+          };
+          let bobError: unknown;
+          bob.conn.iq = (stanza, o) => {
+            const p = origB(stanza, o);
+            if (stanza.getChild("jingle", NS_JINGLE)?.attrs.action === "content-add") {
+              p.catch((e) => {
+                bobError = e;
+                bobRefused();
+              });
+            }
+            return p;
+          };
+          try {
+            const upA = a.addVideo();
+            await until(() => aliceHeld, 5000, "alice's content-add");
+            const [fromA, fromB] = await Promise.all([upA, b.addVideo()]);
+            assert.ok(isTieBreakError(bobError), "bob's content-add was answered with conflict + tie-break");
+            assert.deepEqual([fromA, fromB], [true, true]);
+          } finally {
+            alice.conn.iq = origA;
+            bob.conn.iq = origB;
+            bobRefused();
+          }
+          assert.equal(liveVideo(a).length, 1);
+          assert.equal(liveVideo(b).length, 1);
+          await exchangeRtp(a, b, "video");
+          await exchangeRtp(a, b, "audio", 4);
+          await a.hangup();
+          await b.ended;
+        },
+      );
+
+      // Dino's session shape: no BUNDLE group, one ICE transport per content. dan offers that way (bundle: false).
+      const dan = await connect("dan");
+      const eve = await connect("eve");
+      const danLog = recordingLogger();
+      const danCalls = await calls(dan, { bundle: false, logger: danLog.logger });
+      const eveOptions: CallsOptions = { logger: verbose };
+      const eveCalls = await setupCalls(eve, eveOptions);
+      stops.push(eveCalls);
+
+      /** What a content-add / content-accept of an unbundled session carries: its own ICE transport. */
+      const assertOwnTransport = (j: Jingle | undefined, what: string) => {
+        assert.ok(j, what);
+        assert.equal(j.contents.length, 1);
+        const tr = j.contents[0]!.transport;
+        assert.ok(tr?.kind === "ice-udp" && tr.ufrag && tr.pwd, `${what}: own ICE credentials`);
+        // Both bots are OMEMO endpoints: the call is verified and so is the new transport's fingerprint.
+        assert.equal(tr.fingerprint?.kind, "omemo", `${what}: OMEMO-encrypted fingerprint`);
+        assert.ok(tr.candidates.length > 0, `${what}: candidates gathered so far`);
+        assert.equal(j.groups.length, 0, `${what}: no BUNDLE group`);
+      };
+
+      await t.step(
+        "unbundled session: the caller adds video with its own transport, video both ways",
+        async () => {
+          const outD = jingleOut(dan);
+          const outE = jingleOut(eve);
+          try {
+            const { a, b } = await dial(danCalls, eveCalls, eve);
+            const init = outD.sent.find((j) => j.action === "session-initiate")!;
+            assert.equal(init.groups.length, 0, "an unbundled session-initiate");
+            assert.equal(outE.sent.find((j) => j.action === "session-accept")!.groups.length, 0);
+            assert.equal(a.verification.omemo, true);
+            await exchangeRtp(a, b, "audio", 4);
+            assert.equal(await a.addVideo(), true);
+            await until(() => b.media.includes("video"), 3000, "callee media include video");
+            const add = outD.sent.find((j) => j.action === "content-add");
+            assertOwnTransport(add, "content-add");
+            const audioT = init.contents[0]!.transport;
+            const videoT = add!.contents[0]!.transport;
+            assert.ok(audioT?.kind === "ice-udp" && videoT?.kind === "ice-udp");
+            assert.notDeepEqual(
+              videoT.candidates.map((c) => c.port),
+              audioT.candidates.map((c) => c.port),
+              "the video transport has its own ports",
+            );
+            assertOwnTransport(outE.sent.find((j) => j.action === "content-accept"), "content-accept");
+            await exchangeRtp(a, b, "video");
+            await exchangeRtp(a, b, "audio", 4);
+            // Trickled candidates name a content of the session.
+            for (const j of [...outD.sent, ...outE.sent].filter((x) => x.action === "transport-info")) {
+              for (const c of j.contents) {
+                assert.ok(["0", "1"].includes(c.name), `transport-info for '${c.name}'`);
+              }
+            }
+            assert.equal(a.state, "active");
+            await a.hangup();
+            assert.equal((await b.ended).reason, "success");
+          } finally {
+            outD.undo();
+            outE.undo();
+          }
+        },
+      );
+
+      await t.step(
+        "unbundled session: the callee adds video with its own transport, video both ways",
+        async () => {
+          const outE = jingleOut(eve);
+          try {
+            const { a, b } = await dial(danCalls, eveCalls, eve);
+            assert.equal(await b.addVideo(), true);
+            await until(() => a.media.includes("video"), 3000, "caller media include video");
+            assertOwnTransport(
+              outE.sent.find((j) => j.action === "content-add"),
+              "content-add",
+            );
+            await exchangeRtp(a, b, "video");
+            await exchangeRtp(a, b, "audio", 4);
+            await b.hangup();
+            assert.equal((await a.ended).reason, "success");
+          } finally {
+            outE.undo();
+          }
+        },
+      );
+
+      await t.step(
+        "unbundled session, simultaneous content-adds: the initiator's wins, video once",
+        async () => {
+          const { a, b } = await dial(danCalls, eveCalls, eve);
+          const uncross = crossContentAdds([dan, eve]);
+          try {
+            assert.deepEqual(await Promise.all([a.addVideo(), b.addVideo()]), [true, true]);
+            assert.ok(danLog.lines.some((l) => /ours \(initiator\) wins the tie-break/.test(l.msg)));
+          } finally {
+            uncross();
+          }
+          assert.equal(liveVideo(a).length, 1);
+          assert.equal(liveVideo(b).length, 1);
+          await exchangeRtp(a, b, "video");
+          await exchangeRtp(a, b, "audio", 4);
+          assert.equal(a.state, "active");
+          await a.hangup();
+          assert.equal((await b.ended).reason, "success");
+        },
+      );
+
+      await t.step(
+        "unbundled session: a refused content-add leaves the call alone; a retry, or the peer's own add, then works",
+        async () => {
+          try {
+            eveOptions.acceptVideoUpgrade = false;
+            const first = await dial(danCalls, eveCalls, eve);
+            assert.equal(await first.a.addVideo(), false);
+            assert.deepEqual(first.a.media, ["audio"]);
+            assert.deepEqual(first.b.media, ["audio"]);
+            assert.equal(
+              await first.a.peer!.sendRtp("video", rtpPacket(nextSeq++, new Uint8Array(4))),
+              false,
+            );
+            await exchangeRtp(first.a, first.b, "audio", 4);
+            eveOptions.acceptVideoUpgrade = true;
+            assert.equal(await first.a.addVideo(), true, "the retry");
+            await until(() => first.b.media.includes("video"), 3000, "callee media include video");
+            await exchangeRtp(first.a, first.b, "video");
+            await exchangeRtp(first.a, first.b, "audio", 4);
+            await first.a.hangup();
+            await first.b.ended;
+
+            eveOptions.acceptVideoUpgrade = false;
+            const second = await dial(danCalls, eveCalls, eve);
+            assert.equal(await second.a.addVideo(), false);
+            // The peer's own content-add replaces the offer of ours it refused.
+            assert.equal(await second.b.addVideo(), true);
+            await until(() => second.a.media.includes("video"), 3000, "caller media include video");
+            await exchangeRtp(second.a, second.b, "video");
+            await exchangeRtp(second.a, second.b, "audio", 4);
+            await second.a.hangup();
+            await second.b.ended;
+          } finally {
+            delete eveOptions.acceptVideoUpgrade;
+          }
+        },
+      );
+
+      await t.step(
+        "content-* / transport-info from a wrong sender or for an unknown content → Jingle error, nothing changes",
+        async () => {
+          const { a, b } = await dial(aliceCalls, bobCalls, bob);
+          const mallory = await connectionOn(server, "mallory", "x");
+          const bobOther = await connectionOn(server, "bob", "other");
+          raws.push(mallory, bobOther);
+          const snapshot = () => JSON.stringify({ media: a.media, n: a.negotiated, state: a.state });
+          const before = snapshot();
+          const candidate = {
+            component: 1,
+            foundation: "1",
+            ip: "127.0.0.1",
+            port: 9,
+            priority: 1,
+            protocol: "udp",
+            type: "host" as const,
+            generation: 0,
+          };
+          const video = {
+            kind: "rtp" as const,
+            media: "video",
+            payloadTypes: [{ id: 100, name: "VP8", clockrate: 90000, parameters: [], rtcpFb: [] }],
+            rtcpFb: [],
+            headerExtensions: [],
+            extmapAllowMixed: false,
+            sources: [],
+            ssrcGroups: [],
+            rtcpMux: true,
+          };
+          const stanza = (
+            action: Jingle["action"],
+            name: string,
+            extra: Partial<Jingle["contents"][0]> = {},
+          ) =>
+            buildJingleIq({
+              action,
+              sid: a.sid,
+              contents: [{ creator: "initiator", name, ...extra }],
+              groups: [],
+            }, { to: alice.conn.jid, id: crypto.randomUUID() }) as unknown as Element;
+          const each: [Jingle["action"], Partial<Jingle["contents"][0]>][] = [
+            ["content-add", { description: video, transport: { kind: "ice-udp", candidates: [] } }],
+            ["content-accept", { description: video, transport: { kind: "ice-udp", candidates: [] } }],
+            ["content-reject", { transport: { kind: "ice-udp", candidates: [] } }],
+            ["content-remove", {}],
+            ["content-modify", { senders: "initiator" }],
+            ["transport-info", {
+              transport: { kind: "ice-udp", ufrag: "x", pwd: "y".repeat(22), candidates: [candidate] },
+            }],
+          ];
+          const refused = (condition: string, app?: string) => (e: unknown) => {
+            assert.ok(e instanceof StanzaError, String(e));
+            assert.equal(e.condition, condition);
+            assert.equal(e.application?.name, app);
+            return true;
+          };
+          // A third party, and another resource of the peer: the session is not theirs.
+          for (const from of [mallory, bobOther]) {
+            for (const [action, extra] of each) {
+              await assert.rejects(
+                from.iq(stanza(action, "0", extra)),
+                refused("item-not-found", "unknown-session"),
+              );
+            }
+          }
+          // The peer, naming a content the session does not have.
+          for (const action of ["transport-info", "content-remove", "content-modify"] as const) {
+            const extra = each.find(([x]) => x === action)![1];
+            await assert.rejects(bob.conn.iq(stanza(action, "nope", extra)), refused("bad-request"));
+          }
+          // A content-modify naming a known and an unknown content changes neither.
+          const modify = buildJingleIq({
+            action: "content-modify",
+            sid: a.sid,
+            contents: [
+              { creator: "initiator", name: "0", senders: "initiator" },
+              { creator: "initiator", name: "nope", senders: "initiator" },
+            ],
+            groups: [],
+          }, { to: alice.conn.jid, id: crypto.randomUUID() }) as unknown as Element;
+          await assert.rejects(bob.conn.iq(modify), refused("bad-request"));
+          assert.equal(snapshot(), before, "the call's media and negotiation are unchanged");
+          assert.equal(a.state, "active");
+          await exchangeRtp(a, b, "audio", 4);
+          await a.hangup();
+          await b.ended;
+          // The ended session is gone: anything for it is an unknown session.
+          await assert.rejects(
+            bob.conn.iq(stanza("transport-info", "0", each[5]![1])),
+            refused("item-not-found", "unknown-session"),
+          );
+          await assert.rejects(
+            bob.conn.iq(stanza("content-add", "1", each[0]![1])),
+            refused("item-not-found", "unknown-session"),
+          );
         },
       );
 

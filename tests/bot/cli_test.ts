@@ -218,7 +218,7 @@ Deno.test("--help lists every flag of each tool; passwords are redacted", () => 
   assert.ok(!JSON.stringify(redacted(c)).includes('"pw"'));
 });
 
-Deno.test("CLI processes: --help exits 0, bad flags exit 2 with a message", async () => {
+Deno.test("CLI processes: --help exits 0, bad flags exit 2, a bad --play file fails at start naming it", async () => {
   const run = async (file: string, args: string[]) => {
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["run", "-A", file, ...args],
@@ -248,6 +248,26 @@ Deno.test("CLI processes: --help exits 0, bad flags exit 2 with a message", asyn
   assert.equal(bad.code, 2);
   assert.match(bad.stderr, /error: --verify: expected require, prefer, off; got "never"/);
   assert.doesNotMatch(bad.stderr, /password.*x"/);
+
+  // A bad --play file stops the bot and the dialler at start (before signing in), naming the file and why.
+  const notMedia = await Deno.makeTempFile({ suffix: ".wav" });
+  try {
+    await Deno.writeTextFile(notMedia, "not a wav file\n");
+    const login = ["--jid", "a@x.org", "--password", "s3cret-pw"];
+    for (
+      const [file, extra] of [["bot/main.ts", []], ["bot/dial.ts", ["peer@x.org"]]] as const
+    ) {
+      const missing = await run(file, [...extra, ...login, "--play", "/nonexistent.wav"]);
+      assert.notEqual(missing.code, 0, `${file}: ${missing.stderr}`);
+      assert.match(missing.stderr, /media file \/nonexistent\.wav does not exist/, file);
+      const garbage = await run(file, [...extra, ...login, "--play", notMedia]);
+      assert.notEqual(garbage.code, 0, `${file}: ${garbage.stderr}`);
+      assert.ok(garbage.stderr.includes(`media file ${notMedia} cannot be decoded`), garbage.stderr);
+      assert.doesNotMatch(missing.stderr + garbage.stderr, /s3cret-pw/);
+    }
+  } finally {
+    await Deno.remove(notMedia);
+  }
 });
 
 async function readLinesUntil(stream: ReadableStream<Uint8Array>, re: RegExp, sink: string[]): Promise<void> {

@@ -4,7 +4,7 @@
  * process with --json and its exit status.
  */
 import assert from "node:assert/strict";
-import { endpointOn, quiet } from "./_support.ts";
+import { connectionOn, endpointOn, quiet } from "./_support.ts";
 import { filesLog, nextIncoming, randomFile, sha256Of } from "./_files_support.ts";
 import { CliError, helpText, parseCli, parseSize } from "../../bot/cli.ts";
 import { safeLookup, startBot } from "../../bot/main.ts";
@@ -53,6 +53,8 @@ Deno.test("CLI: file flags of the bot and of send-file", () => {
   assert.equal(plain.transport, "auto");
   assert.equal(plain.encrypt, true);
   assert.equal(plain.json, true);
+  // A bare JID is taken (resolved to a resource when sending).
+  assert.equal(parseCli("send-file", ["peer@x.org", "a.bin", ...base]).peer, "peer@x.org");
 
   assert.equal(parseSize("x", "1048576"), 1048576);
   assert.equal(parseSize("x", "512K"), 512 * 1024);
@@ -60,7 +62,7 @@ Deno.test("CLI: file flags of the bot and of send-file", () => {
   assert.equal(parseSize("x", "1.5m"), 1.5 * 1024 * 1024);
   for (
     const [args, re] of [
-      [["peer@x.org", "a.bin", ...base], /full JID/],
+      [["peer@@x.org", "a.bin", ...base], /JID to send to/],
       [["peer@x.org/r", ...base], /usage: deno task send-file JID PATH/],
       [["peer@x.org/r", "a", ...base, "--transport", "udp"], /--transport/],
       [["peer@x.org/r", "a", ...base, "--video"], /unknown flag "--video" for send-file/],
@@ -174,13 +176,13 @@ Deno.test({
 
       const caFile = `${tmp}/ca.pem`;
       await Deno.writeTextFile(caFile, server.certificatePem);
-      const sendFile = async (path: string, extra: string[] = []) => {
+      const sendFile = async (path: string, extra: string[] = [], to = botEndpoint.conn.jid) => {
         const out = await new Deno.Command(Deno.execPath(), {
           args: [
             "run",
             "-A",
             "bot/send_file.ts",
-            botEndpoint.conn.jid,
+            to,
             path,
             "--jid",
             `sender@${server.domain}/cli`,
@@ -223,6 +225,37 @@ Deno.test({
         assert.deepEqual(stored, ["upload.bin"]);
         assert.equal(await sha256Of(`${downloadDir}/upload.bin`), hash);
       });
+
+      await t.step(
+        "send-file to the bot's bare JID: needs a subscription, then picks the bot's resource",
+        async () => {
+          const path = `${tmp}/to-bare.bin`;
+          const hash = await randomFile(path, 50_000);
+          const bareJid = botEndpoint.conn.bareJid;
+          const unsubscribed = await sendFile(path, [], bareJid);
+          assert.equal(unsubscribed.code, 1);
+          assert.match(unsubscribed.stderr, /no available resource.*not subscribed/);
+          // The bot pre-approves, the sender subscribes (the roster lives on the server, so the CLI sees it).
+          await botEndpoint.conn.sendPresence({ type: "subscribed", to: `sender@${server.domain}` });
+          const setup = await connectionOn(server, "sender", "setup");
+          const seen = new Promise<void>((resolve) => {
+            setup.onPresence((p, from) => {
+              if (from === botEndpoint.conn.jid && p.attrs.type === undefined) resolve();
+            });
+          });
+          await setup.sendPresence(); // available: the server sends presence only to available resources
+          await setup.sendPresence({ type: "subscribe", to: bareJid });
+          await seen;
+          await setup.close();
+          const r = await sendFile(path, ["--transport", "ibb"], bareJid);
+          assert.equal(r.code, 0, r.stderr);
+          const record = JSON.parse(r.stdout.trim());
+          assert.equal(record.peer, botEndpoint.conn.jid);
+          assert.equal(record.file.sha256, hash);
+          assert.equal(await sha256Of(`${downloadDir}/to-bare.bin`), hash);
+          await Deno.remove(`${downloadDir}/to-bare.bin`);
+        },
+      );
 
       await t.step("send-file: a file over --max-file-size is declined: exit 1 with the reason", async () => {
         const path = `${tmp}/big.bin`;

@@ -85,6 +85,14 @@ Deno.test("hashTap: sha-256 and count; a size mismatch at the end fails", async 
   assert.equal(tap.bytes(), 15);
   const short = hashTap(() => {}, 16);
   await assert.rejects(collect(source(data).pipeThrough(short.stream)), /file changed while sending/);
+  // The receiver also computes sha-1 (Conversations' checksum), keyed by the XEP-0300 name.
+  const both = hashTap(() => {}, undefined, ["sha-1"]);
+  await collect(source(data).pipeThrough(both.stream));
+  const h1 = createHash("sha1");
+  for (const d of data) h1.update(d);
+  assert.equal(both.digests().get("sha-1"), h1.digest("hex"));
+  assert.equal(both.digests().get("sha-256"), both.digest());
+  assert.equal(tap.digests().get("sha-1"), undefined, "only when asked");
 });
 
 Deno.test("faultInjector: flips one bit at the offset; stops after N bytes", async () => {

@@ -182,3 +182,27 @@ Deno.test("JFT: parseJingle keeps checksum session-info as an unknown payload in
   assert.ok(j.infoUnknown && isChecksum(j.infoUnknown));
   assert.equal(parseChecksum(j.infoUnknown).name, "a-file-offer");
 });
+
+Deno.test("JFT: Conversations' legacy <file><encrypted> is kept (detached), never built; other <encrypted> ignored", () => {
+  const key = "<header sid='7'><key rid='9'>AAAA</key><iv>AAAAAAAAAAAAAAAA</iv></header>";
+  const offer = parseFileDescription(desc(
+    `<name>a.jpg</name><size>1040</size><encrypted xmlns='eu.siacs.conversations.axolotl'>${key}</encrypted>`,
+  ));
+  assert.equal(offer.size, 1040, "<size/> as sent (the caller knows it counts the tag)");
+  assert.equal(offer.legacyEncrypted?.name, "encrypted");
+  assert.equal(offer.legacyEncrypted?.getNS(), "eu.siacs.conversations.axolotl");
+  assert.equal(offer.legacyEncrypted?.getChild("header")?.attrs.sid, "7");
+  assert.equal(offer.legacyEncrypted?.parent, null, "a detached copy");
+  // We never send the legacy form.
+  assert.ok(!buildFileDescription(offer).toString().includes("encrypted"));
+  // An <encrypted/> in another namespace is not a key transport.
+  assert.equal(
+    parseFileDescription(desc("<size>3</size><encrypted xmlns='urn:x'/>")).legacyEncrypted,
+    undefined,
+  );
+  rejects(
+    `<description xmlns='${NS_JFT}'><file><encrypted xmlns='eu.siacs.conversations.axolotl'/>` +
+      `<encrypted xmlns='eu.siacs.conversations.axolotl'/></file></description>`,
+    /2 <encrypted\/>/,
+  );
+});

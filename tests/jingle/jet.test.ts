@@ -134,3 +134,16 @@ Deno.test("JET: build puts name, cipher, type and a copy of the envelope; it par
   assert.throws(() => buildJetSecurity("", enc), JingleProtocolError);
   assert.throws(() => buildJetSecurity("x", parseXml("<payload/>")), JingleProtocolError);
 });
+
+Deno.test("JET: the shape we send (inside <content> and a copy under <jingle>) reads as one security", () => {
+  const other = ENCRYPTED.replace("sid='42'", "sid='43'");
+  const j = jingle(
+    content("f", security(`name='f' ${FULL}`)) + security(`name='f' ${FULL}`, other),
+  );
+  const sec = findJetSecurity(j, "f")!;
+  // The <content> one wins: that is where XEP-0391, Dino and Conversations 2.12 put it.
+  assert.equal(sec.encrypted.getChild("header")!.attrs.sid, "42");
+  assert.equal(sec.name, "f");
+  // A Dino-style reader sees only <content> children; the copy under <jingle> alone serves newer Conversations.
+  assert.equal(findJetSecurity(jingle(content("f", "") + security(`name='f' ${FULL}`)), "f")?.name, "f");
+});
