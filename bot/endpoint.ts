@@ -45,6 +45,7 @@ export interface EndpointOptions extends Omit<ConnectOptions, "logger"> {
   trust?: "blind" | "manual";
   /** Refuse messages from and encryption to untrusted devices. */
   requireTrusted?: boolean;
+  /** Where logs go. */
   logger?: Logger;
   /** Extra disco features of the modules built on top. */
   features?: string[];
@@ -56,35 +57,51 @@ export interface ChatMessage {
   from: string;
   /** The other party of the conversation (bare JID). */
   peer: string;
+  /** The decrypted body. */
   body: string;
+  /** The sender's OMEMO device id. */
   senderDeviceId: number;
+  /** Identity key fingerprint of that device (Conversations/Dino format). */
   identityFingerprint: string;
+  /** That device's trust state. */
   trust: TrustState;
   /** Set for carbons of our own other devices' traffic. */
   carbon?: "received" | "sent";
+  /** The message `id`. */
   id?: string;
 }
 
 /** A received OMEMO key-transport element (no payload): the key material for JET or similar. */
 export interface KeyTransport {
+  /** Sender full JID. */
   from: string;
+  /** The transported 16-byte key. */
   key: Uint8Array;
+  /** The 12-byte IV. */
   iv: Uint8Array;
+  /** The sender's OMEMO device id. */
   senderDeviceId: number;
+  /** That device's trust state. */
   trust: TrustState;
 }
 
 /** A message that arrived OMEMO-encrypted and could not be decrypted. */
 export interface ChatFailure {
+  /** Sender JID. */
   from: string;
+  /** Why it could not be decrypted. */
   error: Error;
 }
 
 /** A signed-in account with OMEMO. */
 export interface Endpoint {
+  /** The XMPP connection. */
   readonly conn: XmppConnection;
+  /** Our disco/caps state (modules add their features here). */
   readonly disco: Disco;
+  /** The OMEMO layer of this account. */
   readonly omemo: OmemoManager;
+  /** Our OMEMO device id. */
   readonly deviceId: number;
   /** Sends an OMEMO-encrypted chat message to `to` (bare JID): all their devices and our other ones. */
   sendChat(to: string, body: string): Promise<{ id: string; devices: number }>;

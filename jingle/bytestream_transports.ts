@@ -18,11 +18,17 @@ export type S5bCandidateType = "direct" | "assisted" | "tunnel" | "proxy";
 
 /** One XEP-0260 `<candidate/>` (a SOCKS5 streamhost). */
 export interface S5bCandidate {
+  /** Candidate id. */
   cid: string;
+  /** Host address of the streamhost. */
   host: string;
+  /** Its TCP port. */
   port: number;
+  /** JID of the streamhost (a party or the proxy). */
   jid: string;
+  /** Priority (higher first). */
   priority: number;
+  /** Candidate type. */
   type: S5bCandidateType;
 }
 

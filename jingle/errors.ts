@@ -21,6 +21,7 @@ export class JingleProtocolError extends Error {
   /** Optional XEP-0166 specific condition. */
   readonly jingleCondition?: JingleErrorCondition;
 
+  /** A protocol error with the stanza error (and optional Jingle error) the receiver should answer with. */
   constructor(
     message: string,
     condition: StanzaErrorCondition = "bad-request",

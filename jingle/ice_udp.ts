@@ -8,17 +8,29 @@ export type CandidateType = "host" | "srflx" | "prflx" | "relay";
 
 /** XEP-0176 `<candidate/>`. */
 export interface IceCandidate {
+  /** 1 = RTP, 2 = RTCP. */
   component: number;
+  /** ICE foundation. */
   foundation: string;
+  /** Candidate generation. */
   generation?: number;
+  /** Candidate id (optional in both clients). */
   id?: string;
+  /** Address. */
   ip: string;
+  /** UDP port. */
   port: number;
+  /** ICE priority. */
   priority: number;
+  /** Transport protocol, lower-cased (`udp`). */
   protocol: string;
+  /** `host`, `srflx`, `prflx` or `relay`. */
   type: CandidateType;
+  /** Related address (srflx/relay). */
   relAddr?: string;
+  /** Related port (srflx/relay). */
   relPort?: number;
+  /** Network index (Dino). */
   network?: number;
 }
 
@@ -32,10 +44,15 @@ export type Fingerprint =
 
 /** Parsed `<transport xmlns='urn:xmpp:jingle:transports:ice-udp:1'>`. ufrag/pwd may be absent for stub transports. */
 export interface IceUdpTransport {
+  /** Discriminator among transport kinds. */
   kind: "ice-udp";
+  /** ICE username fragment (absent in stub transports). */
   ufrag?: string;
+  /** ICE password (absent in stub transports). */
   pwd?: string;
+  /** Candidates carried by this element. */
   candidates: IceCandidate[];
+  /** The DTLS fingerprint, plain (XEP-0320) or OMEMO-encrypted. */
   fingerprint?: Fingerprint;
 }
 

@@ -19,10 +19,15 @@ export type JmiAction =
 
 /** Envelope data of a received JMI message. */
 export interface JmiMessage {
+  /** Sender JID. */
   from?: string;
+  /** Recipient JID. */
   to?: string;
+  /** Message type (`chat` for JMI). */
   type?: string;
+  /** The message's `id`. */
   stanzaId?: string;
+  /** The JMI payload. */
   jmi: JmiAction;
 }
 
@@ -151,7 +156,9 @@ export function serializeJmiElement(a: JmiAction): Element {
 
 /** Options for {@link buildJmiMessage}. */
 export interface JmiMessageOptions {
+  /** Recipient: the callee's bare JID for propose/retract, the other party's full JID otherwise. */
   to: string;
+  /** Sender (normally left to the server). */
   from?: string;
   /** Stanza id; Conversations uses `jm-propose-SID` / `jm-proceed-SID`. */
   id?: string;

@@ -47,7 +47,7 @@ export const NS_JET = "urn:xmpp:jingle:jet:0";
 /** XEP-0396 JET-OMEMO. */
 export const NS_JET_OMEMO = "urn:xmpp:jingle:jet-omemo:0";
 /** XEP-0234 Jingle file transfer, current version (the one we send). */
-export const NS_JFT = NS_JINGLE_FT_5;
+export const NS_JFT: string = NS_JINGLE_FT_5;
 /** XEP-0234 v4 (older Conversations; accepted on input). */
 export const NS_JFT_4 = "urn:xmpp:jingle:apps:file-transfer:4";
 /** XEP-0234 v3 (older Conversations; accepted on input). */
@@ -55,6 +55,6 @@ export const NS_JFT_3 = "urn:xmpp:jingle:apps:file-transfer:3";
 /** XEP-0300 cryptographic hashes (`<hash algo>` base64). */
 export const NS_HASHES = "urn:xmpp:hashes:2";
 /** XEP-0260 Jingle SOCKS5 bytestreams transport (alias of {@link NS_JINGLE_S5B}). */
-export const NS_S5B = NS_JINGLE_S5B;
+export const NS_S5B: string = NS_JINGLE_S5B;
 /** XEP-0261 Jingle in-band bytestreams transport (alias of {@link NS_JINGLE_IBB}). */
-export const NS_JIBB = NS_JINGLE_IBB;
+export const NS_JIBB: string = NS_JINGLE_IBB;

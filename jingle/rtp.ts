@@ -5,25 +5,37 @@ import { childNS, childrenNS, el, type Element, intAttr, reqAttr } from "./xml.t
 
 /** `<parameter name value/>`. */
 export interface RtpParameter {
+  /** Parameter name. */
   name: string;
+  /** Parameter value. */
   value: string;
 }
 
 /** XEP-0293 `<rtcp-fb type subtype?/>`. */
 export interface RtcpFeedback {
+  /** Feedback type, e.g. `nack`, `ccm`, `goog-remb`. */
   type: string;
+  /** Feedback subtype, e.g. `pli`, `fir`. */
   subtype?: string;
 }
 
 /** `<payload-type/>` with its parameters and per-PT feedback. */
 export interface PayloadType {
+  /** RTP payload type number (0-127). */
   id: number;
+  /** Encoding name as sent, e.g. `opus`, `VP8`. */
   name?: string;
+  /** Clock rate in Hz. */
   clockrate?: number;
+  /** Audio channels (1 when absent). */
   channels?: number;
+  /** Longest packet duration, ms. */
   maxptime?: number;
+  /** Packet duration, ms. */
   ptime?: number;
+  /** Format parameters (SDP `a=fmtp`). */
   parameters: RtpParameter[];
+  /** Feedback for this payload type (XEP-0293). */
   rtcpFb: RtcpFeedback[];
   /** XEP-0293 `<rtcp-fb-trr-int value/>`. */
   trrInt?: number;
@@ -31,38 +43,53 @@ export interface PayloadType {
 
 /** XEP-0294 `<rtp-hdrext id uri senders?/>`. */
 export interface HeaderExtension {
+  /** Extension id (SDP `a=extmap`). */
   id: number;
+  /** Extension URI. */
   uri: string;
+  /** Direction, when restricted. */
   senders?: string;
 }
 
 /** XEP-0339 `<source ssrc>` with `<parameter name value/>` children. */
 export interface Source {
+  /** The synchronization source. */
   ssrc: number;
+  /** Its attributes, e.g. `cname`, `msid`. */
   parameters: RtpParameter[];
 }
 
 /** XEP-0339 `<ssrc-group semantics>`. */
 export interface SsrcGroup {
+  /** Group semantics, e.g. `FID`, `SIM`. */
   semantics: string;
+  /** The grouped SSRCs, in order. */
   ssrcs: number[];
 }
 
 /** Parsed RTP `<description media>`. SDES `<encryption/>` is ignored on input and never emitted. */
 export interface RtpDescription {
+  /** Discriminator among description kinds. */
   kind: "rtp";
+  /** `audio` or `video` (other media kept verbatim). */
   media: string;
   /** Legacy `ssrc` attribute (Dino). */
   ssrc?: number;
+  /** Payload types in preference order. */
   payloadTypes: PayloadType[];
   /** Description-level rtcp-fb (SDP `a=rtcp-fb:*`). */
   rtcpFb: RtcpFeedback[];
   /** Description-level trr-int. */
   trrInt?: number;
+  /** Header extensions (XEP-0294). */
   headerExtensions: HeaderExtension[];
+  /** `<extmap-allow-mixed/>` present. */
   extmapAllowMixed: boolean;
+  /** Sources (XEP-0339). */
   sources: Source[];
+  /** Source groups (XEP-0339). */
   ssrcGroups: SsrcGroup[];
+  /** `<rtcp-mux/>` present. */
   rtcpMux: boolean;
 }
 

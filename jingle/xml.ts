@@ -5,19 +5,33 @@ import { badRequest } from "./errors.ts";
 
 /** The subset of the ltx `Element` API the codecs rely on. */
 export interface Element {
+  /** The tag name as written (with its prefix, if any). */
   name: string;
+  /** Attributes, `xmlns` included. */
   attrs: Record<string, string | undefined>;
+  /** Child elements and text nodes, in document order. */
   children: (Element | string)[];
+  /** The enclosing element, or null at the root. */
   parent: Element | null;
+  /** The tag name without prefix. */
   getName(): string;
+  /** The element's namespace (inherited when not declared on it). */
   getNS(): string | undefined;
+  /** True when the element has this name (and namespace, when given). */
   is(name: string, xmlns?: string): boolean;
+  /** The first child with this name (and namespace), if any. */
   getChild(name: string, xmlns?: string): Element | undefined;
+  /** Every child with this name (and namespace). */
   getChildren(name: string, xmlns?: string): Element[];
+  /** The child elements, without text nodes. */
   getChildElements(): Element[];
+  /** The concatenated text children. */
   getText(): string;
+  /** The text of the first child with this name, or null when there is none. */
   getChildText(name: string, xmlns?: string): string | null;
+  /** Appends children; returns this element. */
   append(...nodes: (Element | string)[]): Element;
+  /** Serializes the element to XML. */
   toString(): string;
 }
 

@@ -23,6 +23,7 @@ import type { MediaKind } from "./webrtc.ts";
 export interface CodecInfo {
   /** Encoding name as signalled, e.g. `opus`, `VP8`. */
   name: string;
+  /** Clock rate in Hz. */
   clockrate: number;
   /** Audio channels (absent for video). */
   channels?: number;

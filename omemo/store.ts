@@ -17,11 +17,15 @@ export type TrustState = "blind" | "verified" | "untrusted";
 
 /** A remembered remote identity. */
 export interface IdentityRecord {
+  /** Bare JID of the device's owner. */
   jid: string;
+  /** OMEMO device id. */
   deviceId: number;
   /** 33-byte (0x05-prefixed) identity key, base64. */
   identityKey: string;
+  /** Trust state of this identity. */
   trust: TrustState;
+  /** When the identity was first seen (ms since the epoch). */
   firstSeen: number;
 }
 

@@ -20,9 +20,13 @@ const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 
 /** Minimal structured logger; messages never include credentials. */
 export interface Logger {
+  /** Details for debugging. */
   debug(message: string, data?: Record<string, unknown>): void;
+  /** Normal events. */
   info(message: string, data?: Record<string, unknown>): void;
+  /** Problems worked around. */
   warn(message: string, data?: Record<string, unknown>): void;
+  /** Failures. */
   error(message: string, data?: Record<string, unknown>): void;
 }
 
@@ -48,6 +52,7 @@ export type ConnectionState = "connecting" | "online" | "reconnecting" | "closed
 export interface ConnectOptions {
   /** Bare (or full, to request that resource) JID of the account. */
   jid: string;
+  /** Account password (never logged). */
   password: string;
   /** Where to connect; defaults to the JID's domain on port 5222 (no SRV lookup). */
   server?: { host: string; port: number };
@@ -57,6 +62,7 @@ export interface ConnectOptions {
   caPem?: string;
   /** Set `false` only for tests against servers with unverifiable certificates. Default `true`. */
   rejectUnauthorized?: boolean;
+  /** Where logs go (default {@link defaultLogger}). */
   logger?: Logger;
   /** Reconnect backoff: first delay and cap (ms). Defaults 500 ms / 30 s. */
   reconnect?: { initialDelayMs?: number; maxDelayMs?: number } | false;
@@ -101,10 +107,15 @@ export type MessageHandler = (payload: Element, ctx: MessageContext) => void | P
 
 /** Presence fields for {@link XmppConnection.sendPresence}. */
 export interface PresenceOptions {
+  /** Recipient; broadcast to contacts when absent. */
   to?: string;
+  /** Presence type; available when absent. */
   type?: "unavailable" | "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed" | "probe";
+  /** Availability sub-state. */
   show?: "away" | "chat" | "dnd" | "xa";
+  /** Human-readable status text. */
   status?: string;
+  /** Resource priority (-128..127). */
   priority?: number;
   /** Extra payload elements. */
   children?: Element[];
@@ -116,7 +127,9 @@ export interface XmppConnection {
   readonly jid: string;
   /** Own bare JID. */
   readonly bareJid: string;
+  /** Current connection state. */
   readonly state: ConnectionState;
+  /** The logger this connection writes to. */
   readonly logger: Logger;
   /** Subscribes to state changes; returns an unsubscribe function. */
   onStateChange(listener: (state: ConnectionState) => void): () => void;

@@ -18,22 +18,31 @@ export const NS_DATA = "jabber:x:data";
 
 /** A disco identity. */
 export interface DiscoIdentity {
+  /** Identity category, e.g. `client`. */
   category: string;
+  /** Identity type within the category, e.g. `bot`. */
   type: string;
+  /** Human-readable name. */
   name?: string;
+  /** `xml:lang` of the name. */
   lang?: string;
 }
 
 /** An XEP-0128 extended info form (one `FORM_TYPE` and its fields). */
 export interface DiscoForm {
+  /** The form's `FORM_TYPE` value. */
   formType: string;
+  /** Field values by `var` (FORM_TYPE excluded). */
   fields: Record<string, string[]>;
 }
 
 /** The content of a disco#info result. */
 export interface DiscoInfo {
+  /** The entity's identities. */
   identities: DiscoIdentity[];
+  /** The entity's features (namespaces). */
   features: string[];
+  /** Extended information forms (XEP-0128). */
   forms: DiscoForm[];
 }
 
@@ -154,7 +163,9 @@ export interface DiscoOptions {
 
 /** The local disco#info state; modules register their features here. */
 export interface Disco {
+  /** Our disco identity. */
   readonly identity: DiscoIdentity;
+  /** The XEP-0115 caps node announced in presence. */
   readonly capsNode: string;
   /** The current feature set (including disco#info and caps). */
   features(): string[];
@@ -165,6 +176,7 @@ export interface Disco {
    * presence again (if already online) so contacts see the new `ver`.
    */
   addFeatures(...features: string[]): Promise<void>;
+  /** Removes features; resolves once the caps `ver` is recomputed. */
   removeFeatures(...features: string[]): Promise<void>;
   /** Current XEP-0115 ver (recomputed on changes; await a change call before reading). */
   ver(): string;

@@ -15,6 +15,7 @@ export type StanzaErrorType = "auth" | "cancel" | "continue" | "modify" | "wait"
 export class StanzaError extends Error {
   /** Defined condition, e.g. `service-unavailable`, `item-not-found`. */
   readonly condition: string;
+  /** Error type: how the receiver should react (`cancel`, `modify`, `wait`, …). */
   readonly type: StanzaErrorType;
   /** Human readable `<text/>`, if any. */
   readonly text?: string;
@@ -23,6 +24,7 @@ export class StanzaError extends Error {
   /** The whole stanza the error came in, if received. */
   readonly stanza?: Element;
 
+  /** An error with this condition, type and optional text, application condition and received stanza. */
   constructor(
     condition: string,
     type: StanzaErrorType = "cancel",
@@ -74,6 +76,7 @@ export class StanzaError extends Error {
 
 /** An IQ got no response in time. */
 export class IqTimeoutError extends Error {
+  /** The IQ `id` that got no answer within `timeoutMs`. */
   constructor(readonly id: string, readonly timeoutMs: number) {
     super(`IQ ${id} timed out after ${timeoutMs} ms`);
     this.name = "IqTimeoutError";
@@ -84,6 +87,7 @@ export class IqTimeoutError extends Error {
 export class AuthError extends Error {
   /** SASL condition such as `not-authorized`, or `server-signature-mismatch`. */
   readonly condition: string;
+  /** A failure with its SASL (or our own) condition and the server's text. */
   constructor(condition: string, text?: string) {
     super(`authentication failed: ${condition}${text ? ` (${text})` : ""}`);
     this.name = "AuthError";

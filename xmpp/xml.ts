@@ -9,19 +9,31 @@ import { xml as untypedXml } from "@xmpp/client";
 
 /** An XML element (ltx `Element`, as produced by the stream parser and by {@link xml}). */
 export interface Element {
+  /** The tag name as written (with its prefix, if any). */
   name: string;
+  /** Attributes, `xmlns` included. */
   attrs: Record<string, string | undefined>;
+  /** Child elements and text nodes, in document order. */
   children: Array<Element | string>;
+  /** The enclosing element, or null at the root. */
   parent: Element | null;
   /** True when the element has this name (and namespace, when given). */
   is(name: string, xmlns?: string): boolean;
+  /** The element's namespace (inherited from its ancestors when not declared on it). */
   getNS(): string | undefined;
+  /** The first child with this name (and namespace), if any. */
   getChild(name: string, xmlns?: string): Element | undefined;
+  /** Every child with this name (and namespace). */
   getChildren(name: string, xmlns?: string): Element[];
+  /** The child elements, without text nodes. */
   getChildElements(): Element[];
+  /** The text of the first child with this name, or null when there is none. */
   getChildText(name: string, xmlns?: string): string | null;
+  /** The concatenated text children. */
   text(): string;
+  /** Appends children; returns this element. */
   append(...nodes: Array<Element | string>): Element;
+  /** Serializes the element to XML. */
   toString(): string;
 }
 
@@ -34,7 +46,7 @@ export type XmlAttrs = Record<string, string | number | undefined | null>;
 type XmlFactory = (name: string, attrs?: XmlAttrs | null, ...children: XmlChild[]) => Element;
 
 /** Builds an element: `xml("iq", { type: "get" }, xml("ping", { xmlns: "urn:xmpp:ping" }))`. */
-export const xml: XmlFactory = (name, attrs, ...children) => {
+export function xml(name: string, attrs?: XmlAttrs | null, ...children: XmlChild[]): Element {
   const clean: Record<string, string> = {};
   for (const [k, v] of Object.entries(attrs ?? {})) {
     if (v !== undefined && v !== null) clean[k] = String(v);
@@ -48,7 +60,7 @@ export const xml: XmlFactory = (name, attrs, ...children) => {
   };
   walk(children);
   return (untypedXml as XmlFactory)(name, clean, ...flat);
-};
+}
 
 /** The parts of a JID. */
 export interface JidParts {
