@@ -86,6 +86,8 @@ export {
   CliError,
   type CliInputs,
   cliOrExit,
+  type FlagDef,
+  type FlagKind,
   FLAGS,
   helpText,
   type LogLevel,
@@ -250,6 +252,8 @@ export {
   StanzaError,
   type StanzaErrorType,
   xml,
+  type XmlAttrs,
+  type XmlChild,
   type XmppConnection,
 } from "./xmpp/mod.ts";
 /** OMEMO 0.3 (`eu.siacs.conversations.axolotl`): device lists, bundles, sessions, encrypt/decrypt, trust. */

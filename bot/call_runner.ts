@@ -39,11 +39,13 @@ import { callCodecs } from "./records.ts";
 
 /** Options for {@link runCall}. */
 export interface RunOptions {
+  /** What to send on each medium (unless `echo`). */
   play: PlaySpec;
   /** Send the peer's media back instead of playing. */
   echo?: boolean;
   /** Record incoming media here (`<sid>-audio.ogg`, `<sid>-video.webm`). */
   recordDir?: string;
+  /** Where the run logs (source/recorder failures, media timings). */
   logger: Logger;
   /** Restarts of a medium's source after its ffmpeg died, per call (default 2). */
   maxSourceRestarts?: number;
@@ -57,18 +59,23 @@ export interface RunOptions {
 
 /** The ffmpeg processes serving a call right now. */
 export interface CallFfmpegPids {
+  /** ffmpeg encoder pid per medium. */
   sources: Partial<Record<MediaKind, number>>;
+  /** ffmpeg recorder pid per medium. */
   recorders: Partial<Record<MediaKind, number>>;
 }
 
 /** ms after `connected` at which media was ready (for benchmarks; negative = ready before it connected). */
 export interface CallMediaTimings {
+  /** Per medium: when its source first fed the call, ms after connected. */
   sources: Partial<Record<MediaKind, number>>;
+  /** Per medium: when its recorder was ready, ms after connected. */
   recorders: Partial<Record<MediaKind, number>>;
 }
 
 /** A call being run. */
 export interface CallRun {
+  /** The call being run. */
   readonly call: Call;
   /** Hangs up, remembering why (appears in the record as `ended.cause`). */
   hangup(cause: string): Promise<void>;

@@ -23,33 +23,53 @@ export type SourceSpec =
 
 /** What to send on each medium. */
 export interface PlaySpec {
+  /** Audio source (`--play tone[:HZ]`, `silence` or a file). */
   audio: SourceSpec;
+  /** Video source (`--play testvideo[:WxH]`, `black` or a file). */
   video: SourceSpec;
 }
 
+/** `--log-level`: the least severe level logged (to stderr); `silent` logs nothing. */
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
 
 /** The parsed configuration. */
 export interface CliConfig {
+  /** The program the flags were parsed for. */
   tool: Tool;
+  /** `--help` was given: print {@link helpText} and exit. */
   help: boolean;
+  /** Account JID, bare or full (`--jid` / `XMPP_JID`). */
   jid: string;
+  /** Account password (`--password` / `XMPP_PASSWORD`); never logged (see {@link redacted}). */
   password: string;
+  /** Where to connect (`--server HOST:PORT`); default the JID's domain, port 5222. */
   server: { host: string; port: number };
+  /** OMEMO state directory (`--store`); default `./.callbot/<bare JID>`. */
   storeDir: string;
+  /** How new OMEMO devices are trusted: blindly until verified, or only by hand. */
   trust: "blind" | "manual";
+  /** OMEMO verification of the DTLS fingerprint: required, preferred, or off. */
   verify: "require" | "prefer" | "off";
+  /** What to send on each medium (`--play`). */
   play: PlaySpec;
+  /** Record incoming media and write call records here (`--record-dir`). */
   recordDir?: string;
+  /** Print one JSON record per call / transfer on stdout (`--json`). */
   json: boolean;
   /** Path of the extra CA / self-signed certificate PEM. */
   ca?: string;
+  /** Log level (`--log-level`). */
   logLevel: LogLevel;
   // bot
+  /** Bot: accept calls and commands only from these JIDs; empty = everyone. */
   allow: string[];
+  /** Bot: ring this long before answering, ms. */
   answerDelayMs: number;
+  /** Bot: send the caller's media back instead of `play`. */
   echo: boolean;
+  /** Bot: hang up calls after this long, seconds. */
   maxCallSeconds?: number;
+  /** Bot: concurrent calls; more are rejected as busy. */
   maxCalls?: number;
   /** Receive files into this directory (file transfer off without it). */
   downloadDir?: string;
@@ -60,31 +80,45 @@ export interface CliConfig {
   /** The chat command "send NAME" answers with files from here. */
   filesDir?: string;
   // call
+  /** Dialler: the JID to call; send-file: the receiver (first positional argument). */
   peer?: string;
+  /** Dialler: audio+video call instead of audio only. */
   video: boolean;
+  /** Dialler: hang up after this long, seconds; default when the peer hangs up. */
   durationSeconds?: number;
   // send-file
   /** File to send. */
   path?: string;
+  /** Send-file: SOCKS5 then IBB (`auto`), or only one of them. */
   transport: "auto" | "s5b" | "ibb";
+  /** Send-file: JET-OMEMO encrypt (default); `false` = `--no-encrypt`. */
   encrypt: boolean;
 }
 
 /** A bad flag or value: the message is for the user; exit status 2. */
 export class CliError extends Error {
+  /** Always "CliError". */
   override name = "CliError";
 }
 
-type Kind = "string" | "boolean" | "number" | "list";
+/** Value type of a flag: a `list` flag may be repeated. */
+export type FlagKind = "string" | "boolean" | "number" | "list";
 
-interface FlagDef {
+/** One row of the flag table ({@link FLAGS}). */
+export interface FlagDef {
+  /** Flag name without the leading `--`, e.g. `record-dir`. */
   name: string;
-  kind: Kind;
+  /** Value type. */
+  kind: FlagKind;
   /** Key in the config file (defaults to the camel-cased name). */
   key: string;
+  /** Placeholder of the value in `--help`, e.g. `DIR`. */
   arg?: string;
+  /** Environment variable that supplies the value when neither the flag nor the config file does. */
   env?: string;
+  /** The programs that have this flag. */
   tools: Tool[];
+  /** One-line description for `--help`. */
   help: string;
 }
 
@@ -94,7 +128,7 @@ const all: Tool[] = ["bot", "call", "send-file"];
 const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
 const def = (
   name: string,
-  kind: Kind,
+  kind: FlagKind,
   help: string,
   extra: { arg?: string; env?: string; tools?: Tool[] } = {},
 ): FlagDef => ({ name, kind, key: camel(name), tools: extra.tools ?? both, help, ...extra });
@@ -250,7 +284,7 @@ export function parsePlay(value: string): { kind: "audio" | "video" | "both"; sp
 const JID_RE = /^[^@/\s]+@[^@/\s]+(\/.+)?$/;
 
 /** Bare part of a JID. */
-export const bareJid = (jid: string) => jid.split("/")[0]!.toLowerCase();
+export const bareJid = (jid: string): string => jid.split("/")[0]!.toLowerCase();
 
 function checkJid(flag: string, jid: string): string {
   if (!JID_RE.test(jid)) throw new CliError(`${flag}: not a JID: "${jid}" (expected user@domain)`);
@@ -285,6 +319,7 @@ export function parseSize(flag: string, v: unknown): number {
 
 /** Inputs of {@link parseCli} that come from outside the argument list. */
 export interface CliInputs {
+  /** Environment variables (`XMPP_JID`, `XMPP_PASSWORD`, `XMPP_SERVER`); default none. */
   env?: Record<string, string | undefined>;
   /** Reads the `--config` file (default `Deno.readTextFileSync`). */
   readFile?: (path: string) => string;
@@ -351,7 +386,7 @@ export function parseCli(tool: Tool, args: readonly string[], inputs: CliInputs 
     }
     for (const [k, v] of Object.entries(raw)) {
       const f = flags.find((x) => x.key === k || x.name === k) ??
-        (k === "peer" && tool === "call" ? { key: "peer", kind: "string" as Kind } : undefined);
+        (k === "peer" && tool === "call" ? { key: "peer", kind: "string" as FlagKind } : undefined);
       if (!f || f.key === "config" || f.key === "help") {
         throw new CliError(`--config ${configPath}: unknown key "${k}"`);
       }

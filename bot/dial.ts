@@ -18,6 +18,7 @@ import type { Logger } from "../xmpp/mod.ts";
 
 /** Options beyond the CLI configuration. */
 export interface DialOptions {
+  /** Where the dialler logs; default stderr at `config.logLevel`. */
   logger?: Logger;
   /** Use this signed-in endpoint (left open) instead of signing in. */
   endpoint?: Endpoint;
@@ -27,6 +28,7 @@ export interface DialOptions {
 
 /** The outcome of {@link dial}. */
 export interface DialResult {
+  /** The call record. */
   record: CallRecord;
   /** Connected and ended with `success`. */
   ok: boolean;

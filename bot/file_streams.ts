@@ -15,6 +15,11 @@ const message = (e: unknown) => e instanceof Error ? e.message : String(e);
 
 /** A transfer failure with the Jingle reason to end the session with. */
 export class TransferError extends Error {
+  /**
+   * Creates the error.
+   * @param condition the Jingle reason condition to terminate the session with
+   * @param message what went wrong, for logs and the record
+   */
   constructor(readonly condition: ReasonCondition, message: string) {
     super(message);
     this.name = "TransferError";

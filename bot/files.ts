@@ -147,6 +147,7 @@ export interface FileTransferOptions {
   transports?: TransportKind[];
   /** Decides on an incoming offer after the built-in checks (allow-list etc.). Default: accept. */
   accept?: (offer: IncomingOffer, from: string) => boolean | Promise<boolean>;
+  /** Where the service logs. */
   logger?: Logger;
   /** IBB block size we offer (default 8192 like Conversations) and the largest we accept (≤ 65535). */
   ibb?: { blockSize?: number; maxBlockSize?: number; window?: number };
@@ -192,10 +193,15 @@ export interface FileTransferOptions {
 
 /** What the policy hook sees of an incoming offer. */
 export interface IncomingOffer {
+  /** Jingle session id. */
   sid: string;
+  /** The offering party (full JID). */
   from: string;
+  /** The `<file>` offered (name, size, hashes… as the sender put them; untrusted). */
   file: FileOffer;
+  /** Whether the offer is JET-OMEMO encrypted. */
   encrypted: boolean;
+  /** The transport the sender offered. */
   transport: TransportKind;
   /** OMEMO sender device and trust (encrypted offers). */
   omemo?: { deviceId: number; identityFingerprint: string; trust: string };
@@ -209,7 +215,9 @@ export interface SendOptions {
   encrypted?: boolean;
   /** File name offered (default: the path's base name). */
   name?: string;
+  /** MIME type offered (default: none). */
   mediaType?: string;
+  /** Description offered (default: none). */
   desc?: string;
   /** Plaintext bytes sent so far, of the total. */
   onProgress?: (bytes: number, total: number) => void;
@@ -231,10 +239,15 @@ export interface SendTestHooks {
 
 /** The JSON-able record of a finished (or failed) transfer. */
 export interface TransferRecord {
+  /** The other party's JID. */
   peer: string;
+  /** Jingle session id. */
   sid: string;
+  /** Whether we sent or received the file. */
   direction: "outgoing" | "incoming";
+  /** The file: name, plaintext size (bytes), MIME type and sha-256 (base64) when known. */
   file: { name: string; size: number; mediaType?: string; sha256?: string };
+  /** How the bytes moved: SOCKS5 or IBB (`none` when no transport connected), proxy, fallback, IBB block size. */
   transport: {
     kind: TransportKind | "none";
     /** The SOCKS5 connection went through the server's proxy. */
@@ -243,11 +256,13 @@ export interface TransferRecord {
     replaced: boolean;
     blockSize?: number;
   };
+  /** Whether the transfer was JET-OMEMO encrypted. */
   encrypted: boolean;
   /** Incoming: the key came in Conversations' legacy `<file><encrypted>` instead of JET `<security>`. */
   legacyEncryption?: boolean;
   /** Incoming: the XEP-0300 algorithms checked against the stored file (offer or checksum), e.g. `sha-1`. */
   hashesVerified?: string[];
+  /** The OMEMO side of an encrypted transfer: devices, identity fingerprint, trust. */
   omemo?: {
     /** Outgoing: the devices the key was encrypted for; incoming: the sender's device. */
     deviceIds: number[];
@@ -262,7 +277,9 @@ export interface TransferRecord {
   times: { accepted?: number; transportConnected?: number; finished: number };
   /** Plaintext MB/s (10^6) from transport connected to finished. */
   mbPerSecond?: number;
+  /** How the session ended: Jingle reason condition, its text, and who ended it. */
   ended: { reason: ReasonCondition; text?: string; by: "local" | "remote" };
+  /** Ended with `success`: the file arrived complete and verified (incoming), or the receiver confirmed it (outgoing). */
   ok: boolean;
   /** Incoming: where the file was stored. */
   path?: string;
@@ -270,11 +287,17 @@ export interface TransferRecord {
 
 /** One transfer in progress. */
 export interface Transfer {
+  /** Jingle session id. */
   readonly sid: string;
+  /** The other party's JID. */
   readonly peer: string;
+  /** Whether we send or receive the file. */
   readonly direction: "outgoing" | "incoming";
+  /** The `<file>` offered. */
   readonly file: FileOffer;
+  /** Whether the transfer is JET-OMEMO encrypted. */
   readonly encrypted: boolean;
+  /** The current state of the transfer. */
   readonly state: TransferState;
   /** Resolves with the record when the transfer ends, whatever the outcome (never rejects). */
   readonly done: Promise<TransferRecord>;
@@ -291,6 +314,7 @@ export interface FileTransfers {
   send(to: string, path: string, options?: SendOptions): Promise<Transfer>;
   /** Subscribes to incoming transfers (called for every offer, before the decision). */
   onIncoming(cb: (transfer: Transfer) => void): () => void;
+  /** Transfers in progress, by sid. */
   readonly active: ReadonlyMap<string, Transfer>;
   /** Cancels every transfer, unregisters the Jingle app and the disco features. */
   stop(): Promise<void>;

@@ -21,7 +21,9 @@ import { type FileTransfers, setupFileTransfer, summarizeTransfer, type Transfer
 
 /** A running bot. */
 export interface Bot {
+  /** The signed-in account (disco, carbons, OMEMO). */
   readonly endpoint: Endpoint;
+  /** Call signalling and media for the account. */
   readonly calls: Calls;
   /** Calls in progress. */
   readonly active: ReadonlyMap<string, CallRun>;
@@ -37,6 +39,7 @@ export interface Bot {
 
 /** Options beyond the CLI configuration. */
 export interface BotOptions {
+  /** Where the bot logs; default stderr at `config.logLevel`. */
   logger?: Logger;
   /** Use this signed-in endpoint instead of signing in (it is not closed by shutdown). */
   endpoint?: Endpoint;

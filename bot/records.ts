@@ -12,19 +12,27 @@ import { codecLabel, type NegotiatedCodec, negotiatedCodecs } from "../media/cod
 
 /** Traffic of one medium. */
 export interface RecordTraffic {
+  /** RTP packets sent. */
   packetsSent: number;
+  /** RTP bytes sent (plaintext). */
   bytesSent: number;
+  /** RTP packets received. */
   packetsReceived: number;
+  /** RTP bytes received (plaintext). */
   bytesReceived: number;
 }
 
 /** One recording of the call. */
 export interface RecordFile {
+  /** Which medium was recorded. */
   kind: "audio" | "video";
+  /** The file written. */
   path: string;
   /** Size of the file on disk (what was written before a failure, for a failed one). */
   bytes: number;
+  /** RTP packets written to the file. */
   packets: number;
+  /** RTP packets that never arrived (sequence-number gaps). */
   lost: number;
   /** false when the recording failed (ffmpeg died, disk full, …): the file is missing or truncated. */
   ok: boolean;
@@ -34,9 +42,13 @@ export interface RecordFile {
 
 /** The JSON call record. */
 export interface CallRecord {
+  /** The other party's JID. */
   peer: string;
+  /** Jingle session id (the same as the XEP-0353 propose id). */
   sid: string;
+  /** Whether the peer called us or we called the peer. */
   direction: "incoming" | "outgoing";
+  /** Media of the call, e.g. `["audio", "video"]`. */
   media: string[];
   /** Wall-clock start (ISO 8601): the propose sent or received. */
   startedAt: string;
@@ -44,6 +56,7 @@ export interface CallRecord {
   phases: Partial<Record<keyof CallPhases, number>>;
   /** Call length from connected (media authenticated) to end, ms; absent when it never connected. */
   connectedMs?: number;
+  /** How the peer's DTLS fingerprint was verified: OMEMO-signed or not, by which device, its identity and trust. */
   verification: {
     omemo: boolean;
     device?: number;
@@ -54,15 +67,20 @@ export interface CallRecord {
   codecs: Partial<Record<"audio" | "video", NegotiatedCodec>>;
   /** Where `codecs` comes from: the Jingle negotiation, or werift's defaults when the call does not expose it. */
   codecsFrom: "negotiation" | "defaults";
+  /** Packets and bytes per medium. */
   traffic: Partial<Record<"audio" | "video", RecordTraffic>>;
+  /** SRTP/SRTCP packets dropped because their auth tag did not verify. */
   srtpAuthFailures: number;
+  /** SRTP packets dropped as replays. */
   srtpReplays: number;
   /** DTLS/SRTP/SRTCP datagrams dropped because they came from an address ICE had not validated (a third party
    * on the media path, or a peer switching address without ICE); 0 on a normal call. */
   foreignSourceDrops: number;
+  /** The recordings made (with `--record-dir`). */
   recordings: RecordFile[];
   /** Media sent: the source spec per medium, or "echo". */
   sent: Partial<Record<"audio" | "video", unknown>>;
+  /** How the call ended: the Jingle reason condition, its text, who ended it and why. */
   ended: {
     reason: string;
     text?: string;
@@ -92,7 +110,9 @@ export const DEFAULT_CODECS: Readonly<Record<"audio" | "video", NegotiatedCodec>
  * {@link callCodecs}); contents with plain (decrypted) fingerprints.
  */
 export interface Negotiation {
+  /** Our offer or answer. */
   local: RtpContentMap;
+  /** The peer's offer or answer. */
   remote: RtpContentMap;
 }
 
@@ -209,7 +229,7 @@ export async function emitRecord(
 }
 
 /** A sid made safe as a file name. */
-export const safeName = (sid: string) => sid.replace(/[^A-Za-z0-9._-]/g, "_");
+export const safeName = (sid: string): string => sid.replace(/[^A-Za-z0-9._-]/g, "_");
 
 /** A few human lines describing the call. */
 export function summarize(r: CallRecord): string {

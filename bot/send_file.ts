@@ -19,6 +19,7 @@ import type { Logger } from "../xmpp/mod.ts";
 
 /** Options beyond the CLI configuration. */
 export interface SendFileOptions {
+  /** Where send-file logs; default stderr at `config.logLevel`. */
   logger?: Logger;
   /** Use this signed-in endpoint (left open) instead of signing in. */
   endpoint?: Endpoint;

@@ -23,6 +23,7 @@ export function isJftNamespace(ns: string | undefined): boolean {
 
 /** An XEP-0300 hash: `algo` as sent (e.g. `sha-256`), `value` base64. */
 export interface FileHash {
+  /** Hash function name as in the XEP-0300 registry, e.g. `sha-256`. */
   algo: string;
   /** base64 */
   value: string;
@@ -30,14 +31,19 @@ export interface FileHash {
 
 /** The `<file>` of an offer. Absent fields were absent on the wire. */
 export interface FileOffer {
+  /** File name offered by the sender (untrusted: never used as a path as is). */
   name?: string;
   /** Bytes of the (plaintext) file. */
   size?: number;
+  /** MIME type, e.g. `image/jpeg`. */
   mediaType?: string;
   /** XEP-0082 date-time, verbatim. */
   date?: string;
+  /** Free-text description. */
   desc?: string;
+  /** XEP-0300 hashes of the plaintext file (may be empty; then sent later in a `<checksum>`). */
   hashes: FileHash[];
+  /** XEP-0234 `<range>`: a part of the file (offset and length in bytes). */
   range?: { offset?: number; length?: number };
   /**
    * Legacy Conversations encryption (docs/protocol.md §5.2): the OMEMO key-transport
@@ -50,14 +56,19 @@ export interface FileOffer {
 
 /** Parsed `<checksum>` session-info payload. */
 export interface FileChecksum {
+  /** Creator of the content the checksum is for. */
   creator: string;
+  /** Name of the content the checksum is for. */
   name: string;
+  /** Hashes of the file. */
   hashes: FileHash[];
 }
 
 /** Parsed `<received>` session-info payload. */
 export interface FileReceived {
+  /** Creator of the content that was received. */
   creator: string;
+  /** Name of the content that was received. */
   name: string;
 }
 

@@ -78,7 +78,9 @@ export function toJingleReason(reason: JingleReason | string): JingleReason {
 
 /** `<reason>`: condition, optional text, optional alternative-session sid, app-specific children. */
 export interface JingleReason {
+  /** The defined condition (e.g. `success`, `decline`, `busy`). */
   condition: ReasonCondition;
+  /** Human-readable `<text>`. */
   text?: string;
   /** `<alternative-session><sid>…</sid></alternative-session>`. */
   alternativeSid?: string;
@@ -93,17 +95,25 @@ export type Senders = "both" | "initiator" | "responder" | "none";
 
 /** Non-RTP / non-ICE payloads (file-transfer descriptions, s5b/ibb transports) kept as raw Elements. */
 export interface UnknownPayload {
+  /** Always "unknown": the payload was not parsed. */
   kind: "unknown";
+  /** The payload element, kept verbatim. */
   element: Element;
 }
 
 /** A `<content/>`. */
 export interface JingleContent {
+  /** Who created the content (with `name`, identifies it). */
   creator: Creator;
+  /** Content name, unique per creator (the SDP `mid`). */
   name: string;
+  /** Who sends media; absent = "both". */
   senders?: Senders;
+  /** `disposition` attribute (e.g. "session"), kept when given. */
   disposition?: string;
+  /** The application: XEP-0167 RTP description, or an unparsed one (e.g. file transfer). */
   description?: RtpDescription | UnknownPayload;
+  /** The transport: XEP-0176 ICE-UDP, or an unparsed one (e.g. SOCKS5, IBB). */
   transport?: IceUdpTransport | UnknownPayload;
   /** Other children (e.g. JET `<security/>`), kept verbatim. */
   extra?: Element[];
@@ -111,7 +121,9 @@ export interface JingleContent {
 
 /** XEP-0338 `<group semantics>`. */
 export interface JingleGroup {
+  /** Group semantics, e.g. "BUNDLE". */
   semantics: string;
+  /** Names of the grouped contents. */
   contents: string[];
 }
 
@@ -126,12 +138,19 @@ export type SessionInfo =
 
 /** A parsed `<jingle/>` element. */
 export interface Jingle {
+  /** The Jingle action, e.g. `session-initiate`. */
   action: JingleAction;
+  /** Session id. */
   sid: string;
+  /** `initiator` attribute (full JID), when present. */
   initiator?: string;
+  /** `responder` attribute (full JID), when present. */
   responder?: string;
+  /** The `<content/>`s, in document order. */
   contents: JingleContent[];
+  /** `<reason/>` (session-terminate, content-reject...). */
   reason?: JingleReason;
+  /** XEP-0338 groups. */
   groups: JingleGroup[];
   /** session-info payload (undefined = empty ping / unknown payload in `sessionInfoUnknown`). */
   info?: SessionInfo;
@@ -324,10 +343,15 @@ export function serializeJingle(j: Jingle): Element {
 
 /** Parsed `<iq>` carrying Jingle. */
 export interface JingleIq {
+  /** Stanza id. */
   id?: string;
+  /** Sender (full JID). */
   from?: string;
+  /** Addressee. */
   to?: string;
+  /** IQ type ("set" for Jingle requests). */
   type: string;
+  /** The parsed `<jingle/>`. */
   jingle: Jingle;
 }
 

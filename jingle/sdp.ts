@@ -14,7 +14,9 @@ import { emptyRtpDescription, type PayloadType, type RtcpFeedback, type RtpDescr
 
 /** The RTP part of a Jingle session: contents (RTP description + ICE-UDP transport) and groups. */
 export interface RtpContentMap {
+  /** The `<content/>`s, one per m-line, in m-line order. */
   contents: JingleContent[];
+  /** Bundle groups (`a=group:BUNDLE`), XEP-0338. */
   groups: JingleGroup[];
 }
 

@@ -64,7 +64,9 @@ export function initialState(direction: CallDirection): CallState {
 
 /** One state change. */
 export interface CallTransition {
+  /** State before the change. */
   from: CallState;
+  /** State after the change. */
   to: CallState;
   /** Why (free text for logs; for `ended` the Jingle reason condition). */
   why: string;
@@ -76,6 +78,12 @@ export interface CallTransition {
 
 /** Thrown by {@link CallStateMachine.transition} for an edge not in {@link TRANSITIONS}. */
 export class IllegalTransitionError extends Error {
+  /**
+   * Creates the error for the refused edge.
+   * @param direction the call's direction (the two directions have different graphs)
+   * @param from the current state
+   * @param to the refused target state
+   */
   constructor(readonly direction: CallDirection, readonly from: CallState, readonly to: CallState) {
     super(`illegal call transition ${from} → ${to} (${direction})`);
     this.name = "IllegalTransitionError";
@@ -123,12 +131,19 @@ export class CallStateMachine {
   #state: CallState;
   #reason?: JingleReason;
   readonly #listeners = new Set<(t: CallTransition) => void>();
+  /** Every transition so far, oldest first. */
   readonly history: CallTransition[] = [];
 
+  /**
+   * Starts in {@link initialState} of `direction`.
+   * @param direction outgoing (we propose) or incoming (we ring)
+   * @param now clock for {@link CallTransition.at}, ms; default `performance.now()`
+   */
   constructor(readonly direction: CallDirection, readonly now: () => number = () => performance.now()) {
     this.#state = initialState(direction);
   }
 
+  /** The current state. */
   get state(): CallState {
     return this.#state;
   }
@@ -138,6 +153,7 @@ export class CallStateMachine {
     return this.#reason;
   }
 
+  /** Whether the call is over (state `ended`). */
   get ended(): boolean {
     return this.#state === "ended";
   }

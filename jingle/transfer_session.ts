@@ -118,7 +118,9 @@ export function isSupportedAction(action: JingleAction): boolean {
 
 /** One state change. */
 export interface TransferTransition {
+  /** State before the change. */
   from: TransferState;
+  /** State after the change. */
   to: TransferState;
   /** Why (free text for logs; for terminal states the reason condition). */
   why: string;
@@ -130,6 +132,11 @@ export interface TransferTransition {
 
 /** Thrown by {@link TransferStateMachine.transition} for an edge not in {@link TRANSFER_TRANSITIONS}. */
 export class IllegalTransferTransitionError extends Error {
+  /**
+   * Creates the error for the refused edge.
+   * @param from the current state
+   * @param to the refused target state
+   */
   constructor(readonly from: TransferState, readonly to: TransferState) {
     super(`illegal file-transfer transition ${from} → ${to}`);
     this.name = "IllegalTransferTransitionError";
@@ -141,10 +148,17 @@ export class TransferStateMachine {
   #state: TransferState = "pending";
   #reason?: JingleReason;
   readonly #listeners = new Set<(t: TransferTransition) => void>();
+  /** Every transition so far, oldest first. */
   readonly history: TransferTransition[] = [];
 
+  /**
+   * Starts in `pending`.
+   * @param role initiator (we offer and send the file) or responder
+   * @param now clock for {@link TransferTransition.at}, ms; default `performance.now()`
+   */
   constructor(readonly role: TransferRole, readonly now: () => number = () => performance.now()) {}
 
+  /** The current state. */
   get state(): TransferState {
     return this.#state;
   }
@@ -154,6 +168,7 @@ export class TransferStateMachine {
     return this.#reason;
   }
 
+  /** Whether the transfer is over (`completed` or `failed`). */
   get ended(): boolean {
     return isTerminal(this.#state);
   }

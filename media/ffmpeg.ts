@@ -15,7 +15,9 @@ export type FfmpegSource = "FFMPEG_PATH" | "ffmpeg-static" | "PATH";
 
 /** A usable ffmpeg binary. */
 export interface FfmpegBinary {
+  /** Absolute or PATH-relative file name of the binary. */
   path: string;
+  /** Which lookup found it. */
   source: FfmpegSource;
   /** First line of `ffmpeg -version`. */
   version: string;
@@ -25,6 +27,10 @@ export interface FfmpegBinary {
 
 /** No ffmpeg could be found; `tried` lists every candidate and why it was refused. */
 export class FfmpegNotFoundError extends Error {
+  /**
+   * Lists the refused candidates in the message.
+   * @param tried every candidate looked at, with why it was refused
+   */
   constructor(readonly tried: string[]) {
     super(`Cannot find ffmpeg: tried ${tried.join("; ")}`);
     this.name = "FfmpegNotFoundError";

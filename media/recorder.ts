@@ -23,19 +23,26 @@ import type { MediaKind, PeerLogger } from "./webrtc.ts";
 import { ffmpegCommand, resolveFfmpeg } from "./ffmpeg.ts";
 import { ffmpegReason, isVp8KeyframeStart, StderrTail, trackChild, untrackChild } from "./sources.ts";
 
+/** Codec of the recorded stream: Opus audio or VP8 video (copied, not transcoded). */
 export type RecorderCodec = "opus" | "vp8";
 
+/** Options of {@link startRecorder}. */
 export interface RecorderOptions {
+  /** Which media the stream carries; must fit `codec`. */
   kind: MediaKind;
   /** output file; `.ogg`/`.opus` → Ogg, `.webm`/`.mkv` → Matroska, anything else: Ogg for opus, WebM for vp8 */
   path: string;
+  /** Codec of the incoming RTP payload. */
   codec: RecorderCodec;
+  /** Where ffmpeg's failures and progress are logged; default: nowhere. */
   logger?: PeerLogger;
   /** packets held for reordering before a gap is declared lost (default 32) */
   jitterPackets?: number;
 }
 
+/** What a finished recording wrote. */
 export interface RecordingResult {
+  /** The file written. */
   path: string;
   /** size of the file written */
   bytes: number;
@@ -47,13 +54,17 @@ export interface RecordingResult {
   late: number;
 }
 
+/** One running recording: RTP in, a container file out. */
 export interface Recorder {
+  /** The output file. */
   readonly path: string;
+  /** Process id of the ffmpeg writing the file. */
   readonly pid: number;
   /** one RTP packet (any SSRC/PT; sequence numbers and timestamps are kept) */
   write(rtpPacket: Uint8Array): void;
   /** packets forwarded to ffmpeg so far */
   readonly packets: number;
+  /** Flushes the jitter buffer, lets ffmpeg write the container trailer and reports what was written; rejects with a {@link RecorderError} when ffmpeg failed. */
   stop(): Promise<RecordingResult>;
   /** resolves when ffmpeg has exited (normally after stop()) */
   readonly exited: Promise<{ code: number | null; signal: string | null; reason: string }>;
@@ -62,6 +73,8 @@ export interface Recorder {
 /** The recording cannot be started or finished: path not writable, disk full, ffmpeg failed. */
 export class RecorderError extends Error {
   /**
+   * Creates the error, keeping ffmpeg's output and what was written.
+   * @param message what went wrong
    * @param stderr ffmpeg's last lines
    * @param partial for a recording that failed after it started: what was written before (bytes on disk)
    */
@@ -271,6 +284,7 @@ export class FfmpegProgress {
   }
 }
 
+/** Starts ffmpeg writing one RTP stream (Opus or VP8) into `opts.path`; checks the path is writable first. */
 export async function startRecorder(opts: RecorderOptions): Promise<Recorder> {
   const log: PeerLogger = opts.logger ?? (() => {});
   if ((opts.kind === "audio") !== (opts.codec === "opus")) {

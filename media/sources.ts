@@ -12,6 +12,7 @@ import dgram from "node:dgram";
 import type { MediaKind, PeerLogger } from "./webrtc.ts";
 import { ffmpegCommand, resolveFfmpeg } from "./ffmpeg.ts";
 
+/** What a source plays: a sine tone (Hz, level 0–1), ffmpeg's test pattern, silence, black video, or a media file. */
 export type SourceSpec =
   | { type: "tone"; frequency?: number; level?: number }
   | { type: "testvideo"; width?: number; height?: number; fps?: number }
@@ -19,8 +20,11 @@ export type SourceSpec =
   | { type: "black"; width?: number; height?: number; fps?: number }
   | { type: "file"; path: string };
 
+/** Options of {@link startSource}. */
 export interface SourceOptions {
+  /** Which media to encode: Opus audio or VP8 video. */
   kind: MediaKind;
+  /** Where ffmpeg's failures are logged; default: nowhere. */
   logger?: PeerLogger;
   /** for `file`: loop forever (`-stream_loop -1`) */
   loop?: boolean;
@@ -30,16 +34,21 @@ export interface SourceOptions {
   audioKbps?: number;
 }
 
+/** How and why a source's ffmpeg ended. */
 export interface SourceExit {
   /** ffmpeg exit code (null when killed by a signal) */
   code: number | null;
+  /** The signal that killed ffmpeg, or null. */
   signal: string | null;
   /** human readable: "stopped", "end of input", or the error ffmpeg printed */
   reason: string;
 }
 
+/** A running encoder: ffmpeg producing RTP that is fanned out to subscribers. */
 export interface MediaSource {
+  /** Which media it encodes. */
   readonly kind: MediaKind;
+  /** What it plays. */
   readonly spec: SourceSpec;
   /** pid of the ffmpeg encoder */
   readonly pid: number;
@@ -55,6 +64,10 @@ export interface MediaSource {
 
 /** A source cannot be started: bad file, no stream of that kind, ffmpeg failed at start. */
 export class MediaSourceError extends Error {
+  /**
+   * Creates the error.
+   * @param stderr ffmpeg's last lines, when ffmpeg failed
+   */
   constructor(message: string, readonly stderr?: string) {
     super(message);
     this.name = "MediaSourceError";
@@ -259,7 +272,9 @@ async function checkReadable(path: string): Promise<void> {
 
 /** What ffmpeg finds in a media file. */
 export interface MediaFileInfo {
+  /** The file has an audio stream ffmpeg can decode. */
   audio: boolean;
+  /** The file has a video stream ffmpeg can decode. */
   video: boolean;
 }
 
@@ -493,7 +508,9 @@ const shared = new Map<string, SharedEntry>();
 
 /** A handle on a shared encoder; `release()` drops the reference (the last one stops ffmpeg). */
 export interface SharedSourceHandle {
+  /** The shared encoder. */
   source: MediaSource;
+  /** Drops this reference; the last one stops ffmpeg (or lets it linger, see `lingerMs`). */
   release(): Promise<void>;
 }
 

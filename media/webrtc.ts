@@ -102,47 +102,69 @@ export { fingerprintSha256, type PeerHandshakeEvidence } from "./dtls_verify.ts"
 
 // ---------------------------------------------------------------- public types
 
+/** A STUN/TURN server the peer may use (RTCIceServer shape); none is used unless listed. */
 export interface IceServerConfig {
+  /** `stun:` / `turn:` URL(s) of the server. */
   urls: string | string[];
+  /** TURN user name. */
   username?: string;
+  /** TURN password; never logged. */
   credential?: string;
 }
 
+/** Kind of media on an m-line / transceiver. */
 export type MediaKind = "audio" | "video";
 /** Signalling role: the initiator creates the offer, the responder the answer. */
 export type PeerRole = "initiator" | "responder";
+/** State of the ICE or the DTLS transport, as reported in {@link StateChange}. */
 export type TransportState = "new" | "checking" | "connected" | "failed" | "closed";
 
+/** Log sink of the media plane: a level, a message and optional structured data (no secrets). */
 export interface PeerLogger {
   (level: "debug" | "info" | "warn" | "error", msg: string, data?: Record<string, unknown>): void;
 }
 
+/** A local ICE candidate gathered by werift, to be sent to the peer (e.g. as a Jingle transport-info). */
 export interface LocalCandidate {
   /** "candidate:..." line without "a=" */
   candidate: string;
+  /** The m-line's `mid` the candidate belongs to. */
   sdpMid?: string;
+  /** Index of the m-line the candidate belongs to. */
   sdpMLineIndex?: number;
 }
 
+/** An ICE candidate received from the peer. */
 export interface RemoteCandidate {
+  /** "candidate:..." line without "a=". */
   candidate: string;
+  /** The m-line's `mid` the candidate belongs to. */
   sdpMid?: string;
+  /** Index of the m-line the candidate belongs to. */
   sdpMLineIndex?: number;
 }
 
 /** PEM certificate + private key (werift's `RTCCertificate` inputs). */
 export interface DtlsCertificate {
+  /** Certificate, PEM. */
   certPem: string;
+  /** Private key, PEM; never logged. */
   keyPem: string;
+  /** Key algorithm of the certificate. */
   signature: "ecdsa" | "rsa";
 }
 
+/** Options of {@link createPeer}. */
 export interface PeerOptions {
   /** default: none. Nothing is ever sent to a STUN/TURN server that is not listed here. */
   iceServers?: IceServerConfig[];
+  /** Who creates the offer: the initiator; the responder answers. */
   role: PeerRole;
+  /** Offer/accept an audio m-line. */
   audio: boolean;
+  /** Offer/accept a video m-line. */
   video: boolean;
+  /** Where the media plane logs; default: nowhere. */
   logger?: PeerLogger;
   /** own DTLS certificate; default: one ECDSA P-256 cert per process (werift default). */
   certificate?: DtlsCertificate;
@@ -153,15 +175,23 @@ export interface PeerOptions {
   bundle?: boolean;
 }
 
+/** Packet and byte counters of one media kind (plaintext RTP bytes). */
 export interface TrackCounters {
+  /** RTP packets sent. */
   packetsSent: number;
+  /** RTP bytes sent (plaintext). */
   bytesSent: number;
+  /** RTP packets received (after SRTP decryption). */
   packetsReceived: number;
+  /** RTP bytes received (plaintext). */
   bytesReceived: number;
 }
 
+/** Counters of a {@link Peer}: media per kind and the packets the security checks dropped. */
 export interface PeerStats {
+  /** Audio RTP counters. */
   audio: TrackCounters;
+  /** Video RTP counters. */
   video: TrackCounters;
   /** SRTP/SRTCP packets dropped because the auth tag did not verify */
   srtpAuthFailures: number;
@@ -180,33 +210,49 @@ export interface PeerStats {
   dtlsInitialClientHellos: number;
 }
 
+/** ICE and DTLS transport states of a {@link Peer}. */
 export interface StateChange {
+  /** State of the ICE transport. */
   ice: TransportState;
+  /** State of the DTLS transport ("connected" only after the peer was authenticated). */
   dtls: TransportState;
   /** set when dtls is "failed" (e.g. peer authentication failure) */
   reason?: string;
 }
 
+/** One decrypted RTP packet received from the peer. */
 export interface RtpEvent {
+  /** Which media the packet belongs to. */
   kind: MediaKind;
   /** serialized (decrypted) RTP packet */
   packet: Uint8Array;
 }
 
+/** One WebRTC peer connection (werift) with ICE-UDP and DTLS-SRTP, driven by Jingle signalling. */
 export interface Peer {
+  /** Whether we created the offer (initiator) or answer it (responder). */
   readonly role: PeerRole;
+  /** Creates the SDP offer (initiator, or on renegotiation). */
   createOffer(): Promise<string>;
+  /** Creates the SDP answer to the remote offer. */
   createAnswer(): Promise<string>;
+  /** Applies the peer's SDP offer or answer. */
   setRemoteDescription(type: "offer" | "answer", sdp: string): Promise<void>;
+  /** Adds a peer ICE candidate; `null` = end of candidates. */
   addRemoteCandidate(c: RemoteCandidate | null): Promise<void>;
+  /** Subscribes to gathered local candidates (`null` = gathering done); returns the unsubscribe function. */
   onLocalCandidate(cb: (c: LocalCandidate | null) => void): () => void;
+  /** Subscribes to ICE/DTLS state changes; returns the unsubscribe function. */
   onStateChange(cb: (s: StateChange) => void): () => void;
+  /** Subscribes to decrypted inbound RTP; returns the unsubscribe function. */
   onRtp(cb: (e: RtpEvent) => void): () => void;
+  /** Current ICE and DTLS states. */
   state(): StateChange;
   /** resolves when ICE+DTLS are connected and the peer is authenticated; rejects on failure */
   waitConnected(timeoutMs?: number): Promise<void>;
   /** sha-256 (uppercase colon hex) of the certificate presented in the DTLS handshake, once verified */
   remoteCertificateFingerprint(): string | undefined;
+  /** Sha-256 fingerprint (uppercase colon hex) of our own DTLS certificate, as signalled in Jingle. */
   localFingerprint(): string;
   /** negotiated DTLS role (client sends the ClientHello), once the handshake started */
   dtlsRole(): "client" | "server" | undefined;
@@ -219,7 +265,9 @@ export interface Peer {
   enableMedia(kind: MediaKind, addTransceiver: boolean): void;
   /** Undoes {@link Peer.enableMedia} after a refused renegotiation: `kind` is no longer sent. */
   disableMedia(kind: MediaKind): void;
+  /** Packet counters, including the security drops. */
   stats(): PeerStats;
+  /** Closes ICE, DTLS and SRTP; idempotent. */
   close(): Promise<void>;
 }
 
@@ -1110,6 +1158,7 @@ export function offeredCodecs(): { audio: ReturnType<typeof useOPUS>[]; video: R
   return { audio: [useOPUS({ mimeType: "audio/opus" }), usePCMU()], video: [useVP8()] };
 }
 
+/** Creates a peer connection with no STUN/TURN unless configured, the werift seams of this module installed and the DTLS peer authenticated before "connected". */
 export async function createPeer(opts: PeerOptions): Promise<Peer> {
   const log: PeerLogger = opts.logger ?? (() => {});
   const cert = opts.certificate ? toWeriftCert(opts.certificate) : await RTCDtlsTransport.SetupCertificate();

@@ -35,25 +35,37 @@ export interface ProsodyOptions {
 
 /** A STUN/TURN service announced by the server through XEP-0215. */
 export interface ExternalService {
+  /** Protocol of the service. */
   type: "stun" | "turn" | "stuns" | "turns";
+  /** Host name or address of the service. */
   host: string;
+  /** Port of the service. */
   port: number;
+  /** Transport protocol the service listens on. */
   transport: "udp" | "tcp";
+  /** TURN user name (static credentials), when any. */
   username?: string;
+  /** TURN password (static credentials), when any; never logged. */
   password?: string;
 }
 
 /** A running Prosody. */
 export interface ProsodyServer {
+  /** The server's XMPP domain (e.g. `localhost`). */
   readonly domain: string;
   /** The XEP-0065 proxy component's JID (`proxy.<domain>`). */
   readonly proxyJid: string;
+  /** Address to connect to (loopback). */
   readonly host: string;
+  /** Client-to-server (c2s) TCP port. */
   readonly c2sPort: number;
+  /** TCP port of the XEP-0065 proxy component (proxy65) streamhost. */
   readonly proxy65Port: number;
   /** PEM of the self-signed certificate, for clients that pin it. */
   readonly certificatePem: string;
+  /** Path of that certificate's PEM file (e.g. for `--ca`). */
   readonly certificatePath: string;
+  /** The server's working folder (config, data, logs), deleted on stop. */
   readonly dir: string;
   /** Creates (or overwrites) an account; returns its bare JID. */
   createAccount(user: string, password: string): Promise<string>;

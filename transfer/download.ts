@@ -21,7 +21,9 @@ export type DownloadRefusal = "too-large" | "disk-full";
 
 /** The offer cannot be accepted (nothing was written). */
 export class DownloadRefusedError extends Error {
+  /** Which refusal. */
   readonly reason: DownloadRefusal;
+  /** Creates the error. */
   constructor(reason: DownloadRefusal, message: string) {
     super(message);
     this.name = "DownloadRefusedError";
@@ -34,7 +36,9 @@ export type DownloadFailure = "oversize" | "incomplete" | "write-failed" | "clos
 
 /** A started download failed; the temp file has been deleted. */
 export class DownloadError extends Error {
+  /** Which failure. */
   readonly code: DownloadFailure;
+  /** Creates the error; `options.cause` keeps the underlying error. */
   constructor(code: DownloadFailure, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "DownloadError";

@@ -20,6 +20,7 @@ export const GCM_TAG_BYTES = 16;
 
 /** The stream's authentication failed: wrong key/IV, modified bytes, or a missing/truncated tag. */
 export class GcmAuthError extends Error {
+  /** Creates the error; `options.cause` keeps the underlying error. */
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = "GcmAuthError";
