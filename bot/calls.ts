@@ -62,7 +62,7 @@ import {
 import { acceptsAction, type CallDirection, type CallState, CallStateMachine } from "../jingle/session.ts";
 import { createPeer, type IceServerConfig, type MediaKind, type Peer } from "../media/webrtc.ts";
 import { unsupportedCodecs } from "../media/codecs.ts";
-import type { TrustState } from "../omemo/mod.ts";
+import { decodeEncrypted, type TrustState } from "../omemo/mod.ts";
 
 /** How to treat OMEMO verification of the DTLS fingerprint. */
 export type VerifyPolicy = "require" | "prefer" | "off";
@@ -207,6 +207,11 @@ export const CALL_FEATURES = [
 ];
 
 const now = () => performance.timeOrigin + performance.now();
+
+/** At most this many of the peer's OMEMO devices get our fingerprint encrypted ahead (callee: of the caller's,
+ * while the session-initiate is awaited; caller: of the callee's, while it rings). Bounded: OMEMO operations run
+ * one at a time, and a long queue would delay the decryption the call waits for. */
+const PRE_ENCRYPT_DEVICES = { incoming: 2, outgoing: 4 } as const;
 
 /** XEP-0215 External Service Discovery. */
 export const NS_EXTDISCO = "urn:xmpp:extdisco:2";
@@ -361,6 +366,12 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     omemoDevice?: number;
     /** We sent our fingerprint OMEMO-encrypted (caller: expects a verified accept). */
     sentVerified = false;
+    /**
+     * Our DTLS fingerprint OMEMO-encrypted ahead of need, by `deviceId/fingerprint`: one `<encrypted/>` per content
+     * (a copy per content: the peer decrypts each one). Taken (once) by {@link encryptFingerprints}; undefined when
+     * encrypting failed (then it encrypts as usual, with the usual errors).
+     */
+    readonly preEncrypted = new Map<string, Promise<JingleElement[] | undefined>>();
     remoteDescriptionSet = false;
     iceChecking = false;
     localCandidatesOpen = false;
@@ -1357,9 +1368,94 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       return map;
     }
 
-    /** Replaces our plain fingerprints by OMEMO-encrypted ones for `deviceId`. */
+    /** Up to `max` OMEMO devices of the peer we have a session with and do not distrust: those of its published
+     * device list first, then others we know. */
+    sessionDevices(max: number): number[] {
+      const peerBare = bare(this.peerJid);
+      const store = endpoint.omemo.store;
+      const known = store.listIdentities(peerBare).filter((r) => r.trust !== "untrusted").map((r) =>
+        r.deviceId
+      );
+      const listed = store.getDeviceList(peerBare);
+      const ordered = [
+        ...listed.filter((d) => known.includes(d)),
+        ...known.filter((d) => !listed.includes(d)),
+      ];
+      return ordered.filter((d) => store.hasSession(peerBare, d)).slice(0, max);
+    }
+
+    /** The content's OMEMO fingerprint reaches our device as a PreKeySignalMessage. */
+    preKeyForUs(c: JingleContent): boolean {
+      const fp = c.transport?.kind === "ice-udp" ? c.transport.fingerprint : undefined;
+      if (fp?.kind !== "omemo") return false;
+      try {
+        return decodeEncrypted(fp.encrypted as unknown as Element).keys.some((k) =>
+          k.rid === endpoint.deviceId && k.preKey
+        );
+      } catch {
+        return false; // readFingerprints reports it
+      }
+    }
+
+    /**
+     * Starts encrypting our fingerprint `value` (`count` copies) for those of `deviceIds` we have an OMEMO session
+     * with, so that the session-initiate / session-accept need not wait for it. A device without a session is left
+     * to {@link encryptFingerprints} (building one fetches its bundle: not done speculatively).
+     */
+    preEncryptFingerprint(value: string, count: number, deviceIds: number[]) {
+      const peerBare = bare(this.peerJid);
+      const fp = normalizeFingerprint(value);
+      for (const deviceId of deviceIds) {
+        const key = `${deviceId}/${fp}`;
+        if (this.preEncrypted.has(key) || !endpoint.omemo.store.hasSession(peerBare, deviceId)) continue;
+        const job = (async () => {
+          const out: JingleElement[] = [];
+          for (let i = 0; i < count && !this.fsm.ended; i++) {
+            const enc = await endpoint.omemo.encrypt([peerBare], fp, {
+              devices: [{ jid: peerBare, deviceId }],
+            });
+            if (enc.devices.length !== 1) return undefined;
+            out.push(enc.element as unknown as JingleElement);
+          }
+          return out.length === count ? out : undefined;
+        })().catch((e) => {
+          log.debug("fingerprint not encrypted ahead", { sid: this.sid, deviceId, error: String(e) });
+          return undefined;
+        });
+        this.preEncrypted.set(key, job);
+      }
+    }
+
+    /** Copies of our fingerprint encrypted ahead for `deviceId` (consumed), if there are `count` of them for `value`
+     * and the device is still not distrusted. */
+    async takePreEncrypted(
+      deviceId: number,
+      value: string,
+      count: number,
+    ): Promise<JingleElement[] | undefined> {
+      const key = `${deviceId}/${normalizeFingerprint(value)}`;
+      const job = this.preEncrypted.get(key);
+      if (!job) return undefined;
+      this.preEncrypted.delete(key);
+      const elements = await job;
+      // Trust may have changed since: encrypt() refuses a distrusted device, so must this.
+      if (endpoint.omemo.store.getIdentity(bare(this.peerJid), deviceId)?.trust === "untrusted") {
+        return undefined;
+      }
+      return elements?.length === count ? elements : undefined;
+    }
+
+    /** Replaces our plain fingerprints by OMEMO-encrypted ones for `deviceId` (encrypted ahead when possible). */
     async encryptFingerprints(contents: JingleContent[], deviceId: number): Promise<JingleContent[]> {
       const peerBare = bare(this.peerJid);
+      const plain = contents.flatMap((c) =>
+        c.transport?.kind === "ice-udp" && c.transport.fingerprint?.kind === "plain"
+          ? [normalizeFingerprint(c.transport.fingerprint.value)]
+          : []
+      );
+      const ready = plain.length > 0 && plain.every((v) => v === plain[0])
+        ? await this.takePreEncrypted(deviceId, plain[0]!, plain.length)
+        : undefined;
       const out: JingleContent[] = [];
       for (const c of contents) {
         const t = c.transport;
@@ -1368,9 +1464,16 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
           continue;
         }
         const fp = t.fingerprint;
-        const enc = await endpoint.omemo.encrypt([peerBare], normalizeFingerprint(fp.value), {
-          devices: [{ jid: peerBare, deviceId }],
-        });
+        const early = ready?.shift();
+        const enc = early
+          ? { element: early, devices: [deviceId], skipped: [] }
+          : await endpoint.omemo.encrypt(
+            [peerBare],
+            normalizeFingerprint(fp.value),
+            {
+              devices: [{ jid: peerBare, deviceId }],
+            },
+          );
         if (enc.devices.length !== 1) {
           throw new CallError(
             "security-error",
@@ -1537,6 +1640,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       };
       this.move("initiated", "session-initiate");
       this.phases.initiate = now();
+      this.preEncrypted.clear();
       await conn.iq(buildJingleIq(j, { to: this.peerJid, id: crypto.randomUUID() }) as unknown as Element);
       if (this.fsm.ended) return;
       this.localCandidatesOpen = true;
@@ -1637,7 +1741,15 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         this.peerJid,
         `jm-proceed-${this.sid}`,
       );
-      await createMedia;
+      const peer = await createMedia;
+      if (verify !== "off" && !this.fsm.ended) {
+        // While the session-initiate is on its way: our fingerprint encrypted for the caller's devices.
+        this.preEncryptFingerprint(
+          peer.localFingerprint(),
+          this.media.length,
+          this.sessionDevices(PRE_ENCRYPT_DEVICES.incoming),
+        );
+      }
     }
 
     async onSessionInitiate(j: Jingle) {
@@ -1662,11 +1774,18 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
           `session-initiate media [${mediaList(j.contents)}] differ from the proposed [${this.media}]`,
         );
       }
+      // A PreKeySignalMessage means the caller (re)built its session with us: what we encrypted ahead in the old
+      // one could not be read by it any more.
+      if (j.contents.some((c) => this.preKeyForUs(c))) this.preEncrypted.clear();
       const contents = await this.readFingerprints(j.contents, verify === "require");
       const offerMap: RtpContentMap = { contents, groups: j.groups };
       this.contentMap = offerMap;
       this.remoteMap = offerMap;
       const peer = await this.mediaFor(j.groups.some((g) => g.semantics === "BUNDLE"));
+      if (this.verification.omemo && this.verification.deviceId !== undefined) {
+        // Encrypting our fingerprint runs alongside werift's answer (unless done while the initiate came).
+        this.preEncryptFingerprint(peer.localFingerprint(), contents.length, [this.verification.deviceId]);
+      }
       await peer.setRemoteDescription("offer", contentMapToSdp(offerMap, { author: "initiator" }));
       await this.flushRemote();
       const answer = await peer.createAnswer();
@@ -1700,6 +1819,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       this.phases.accept = now();
       const media = this.awaitMedia();
       media.catch(() => {});
+      this.preEncrypted.clear();
       await conn.iq(
         buildJingleIq(accept, { to: this.peerJid, id: crypto.randomUUID() }) as unknown as Element,
       );
@@ -2037,11 +2157,18 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       publicCalls.set(sid, s.call);
       s.phases.proposed = now();
       s.timer = setTimeout(() => s.terminate("timeout", "not answered in time"), ringTimeoutMs);
-      // Prepare the media plane while it rings.
-      const media0 = s.ensureMedia().then((peer) => {
-        const offer = peer.createOffer();
-        offer.catch(() => {});
-        s.offer = offer;
+      // Prepare while it rings: the media plane, its offer (set now, so that an early proceed waits for this one
+      // instead of making a second), and our fingerprint OMEMO-encrypted for the peer's devices.
+      const prepared = s.ensureMedia();
+      s.offer = prepared.then((peer) => peer.createOffer());
+      s.offer.catch(() => {});
+      const media0 = prepared.then((peer) => {
+        if (verify === "off") return;
+        s.preEncryptFingerprint(
+          peer.localFingerprint(),
+          media.length,
+          s.sessionDevices(PRE_ENCRYPT_DEVICES.outgoing),
+        );
       }).catch((e) => s.fail(e));
       try {
         await sendJmi({ action: "propose", id: sid, media }, to, `jm-propose-${sid}`, true);

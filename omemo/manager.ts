@@ -24,6 +24,7 @@ import {
   OmemoCodecError,
 } from "./codec.ts";
 import { installFastCurve, xeddsaVerify } from "./curve.ts";
+import { installSyncCrypto } from "./sync_crypto.ts";
 import {
   BadBundleSignatureError,
   BundleError,
@@ -45,17 +46,23 @@ export interface OmemoPepTransport {
 
 /** Minimal logger; secrets are never passed to it. */
 export interface OmemoLogger {
+  /** Details for debugging. */
   debug(msg: string, data?: Record<string, unknown>): void;
+  /** Normal events. */
   info(msg: string, data?: Record<string, unknown>): void;
+  /** Problems worked around. */
   warn(msg: string, data?: Record<string, unknown>): void;
 }
 
 /** Options for {@link OmemoManager.create}. */
 export interface OmemoManagerOptions {
+  /** Where identities, sessions and prekeys are kept. */
   store: OmemoStore;
+  /** How the manager reaches PEP (publish, fetch). */
   transport: OmemoPepTransport;
   /** Our bare JID. */
   ownJid: string;
+  /** Where logs go. */
   logger?: OmemoLogger;
   /** `blind` = blind trust before verification (default); `manual` = new devices start untrusted. */
   trust?: "blind" | "manual";
@@ -67,7 +74,9 @@ export interface OmemoManagerOptions {
 
 /** A specific device. */
 export interface DeviceAddress {
+  /** Bare JID of the device's owner. */
   jid: string;
+  /** OMEMO device id. */
   deviceId: number;
 }
 
@@ -91,10 +100,13 @@ export interface OmemoDecryptResult {
   plaintext: string | null;
   /** Key transport: the raw transported key; payload messages: the AES key. */
   key?: Uint8Array;
+  /** The 12-byte IV of the message. */
   iv: Uint8Array;
+  /** The sender's device id (`header/@sid`). */
   senderDeviceId: number;
   /** Conversations/Dino style fingerprint of the sender device. */
   identityFingerprint: string;
+  /** The sender device's trust state. */
   trust: TrustState;
   /** True when a one-time prekey was consumed (it was replaced and the bundle republished). */
   preKeyUsed: boolean;
@@ -196,10 +208,15 @@ const noopLogger: OmemoLogger = { debug() {}, info() {}, warn() {} };
  * encryption and decryption. Operations are serialized internally.
  */
 export class OmemoManager {
+  /** Where identities, sessions and prekeys are kept. */
   readonly store: OmemoStore;
+  /** How the manager reaches PEP. */
   readonly transport: OmemoPepTransport;
+  /** Our bare JID. */
   readonly ownJid: string;
+  /** Untrusted devices are refused (encrypt and decrypt). */
   readonly requireTrusted: boolean;
+  /** One-time prekeys kept in the published bundle. */
   readonly preKeyCount: number;
   #log: OmemoLogger;
   #queue: Promise<unknown> = Promise.resolve();
@@ -214,9 +231,11 @@ export class OmemoManager {
     this.store.trustPolicy = o.trust === "manual" ? "manual" : "btbv";
   }
 
-  /** Create a manager (installs the fast Curve25519 into libsignal). Call {@link publishOwn} next. */
+  /** Create a manager (installs the fast Curve25519 and synchronous symmetric crypto into libsignal). Call
+   * {@link publishOwn} next. */
   static create(o: OmemoManagerOptions): Promise<OmemoManager> {
     installFastCurve();
+    installSyncCrypto();
     return Promise.resolve(new OmemoManager(o));
   }
 

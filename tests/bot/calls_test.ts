@@ -341,3 +341,166 @@ Deno.test({
     }
   },
 });
+
+/** Counts the OMEMO encryptions `e` starts (the calls' fingerprints) and lets a test wait for them. */
+function countEncryptions(e: Endpoint): { readonly started: number; done(): Promise<unknown> } {
+  const jobs: Promise<unknown>[] = [];
+  const orig = e.omemo.encrypt.bind(e.omemo);
+  e.omemo.encrypt = (...args) => {
+    const job = orig(...args);
+    jobs.push(job.catch(() => {}));
+    return job;
+  };
+  return {
+    get started() {
+      return jobs.length;
+    },
+    done: () => Promise.all(jobs),
+  };
+}
+
+/** Resolves once `cond()` holds (checked every few ms; gives up after `maxMs`, the caller's assertions then fail). */
+async function until(cond: () => boolean, maxMs = 10_000) {
+  for (let waited = 0; !cond() && waited < maxMs; waited += 5) await sleep(5);
+}
+
+Deno.test({
+  name:
+    "setupCalls(): our fingerprint OMEMO-encrypted ahead (caller while it rings, callee before the initiate)",
+  sanitizeOps: false,
+  sanitizeResources: false,
+  async fn(t) {
+    const server = await startProsody();
+    const tmp = await Deno.makeTempDir({ prefix: "calls-pre-test-" });
+    const open: Endpoint[] = [];
+    const stops: Calls[] = [];
+    try {
+      const alice = await endpointOn(server, "alice", tmp);
+      open.push(alice);
+      const bob = await endpointOn(server, "bob", tmp);
+      open.push(bob);
+      const aliceEnc = countEncryptions(alice);
+      const bobEnc = countEncryptions(bob);
+      let bobAnswers: () => Promise<boolean> = () => Promise.resolve(true);
+      const aliceCalls = await setupCalls(alice, { logger: verbose, verify: "require" });
+      const bobCalls = await setupCalls(bob, {
+        logger: verbose,
+        verify: "require",
+        accept: () => bobAnswers(),
+      });
+      stops.push(aliceCalls, bobCalls);
+      const bobBare = bob.conn.bareJid;
+      const call = async () => {
+        const incoming = nextIncoming(bobCalls);
+        const a = await aliceCalls.call(bobBare);
+        return { a, b: await incoming };
+      };
+
+      // The first call builds the OMEMO sessions (nothing is encrypted ahead without one).
+      const first = await call();
+      await Promise.all([first.a.connected, first.b.connected]);
+      await first.a.hangup();
+      await first.b.ended;
+
+      await t.step("with sessions: no encryption after proceed / after the initiate arrived", async () => {
+        let aliceBeforeProceed = -1, aliceAtInitiate = -1, bobAtInitiate = -1, bobAtAccept = -1;
+        const aliceStart = aliceEnc.started, bobStart = bobEnc.started;
+        // Bob answers once Alice's encryption ahead (started with the propose) is done.
+        bobAnswers = async () => {
+          await until(() => aliceEnc.started > aliceStart);
+          await aliceEnc.done();
+          aliceBeforeProceed = aliceEnc.started;
+          return true;
+        };
+        const undoA = tamper(alice, "session-initiate", () => aliceAtInitiate = aliceEnc.started);
+        // Bob decrypts the initiate once his encryption ahead (started after the proceed) has begun.
+        const origDecrypt = bob.omemo.decrypt.bind(bob.omemo);
+        bob.omemo.decrypt = async (...args) => {
+          await until(() => bobEnc.started > bobStart);
+          bobAtInitiate = bobEnc.started;
+          return await origDecrypt(...args);
+        };
+        const undoB = tamper(bob, "session-accept", () => bobAtAccept = bobEnc.started);
+        try {
+          const { a, b } = await call();
+          await Promise.all([a.connected, b.connected]);
+          assert.equal(a.verification.omemo, true);
+          assert.equal(b.verification.omemo, true);
+          assert.equal(a.verification.deviceId, bob.deviceId);
+          assert.equal(b.verification.deviceId, alice.deviceId);
+          assert.ok(aliceBeforeProceed > aliceStart, "the caller encrypted while it rang");
+          assert.equal(aliceAtInitiate, aliceBeforeProceed, "no encryption between proceed and initiate");
+          assert.ok(bobAtInitiate > bobStart, "the callee encrypted before the initiate was read");
+          assert.equal(bobAtAccept, bobAtInitiate, "no encryption between initiate and accept");
+          await exchangeRtp(a, b, "audio", 3);
+          await a.hangup();
+          assert.equal((await b.ended).reason, "success");
+        } finally {
+          undoA();
+          undoB();
+          bob.omemo.decrypt = origDecrypt;
+          bobAnswers = () => Promise.resolve(true);
+        }
+      });
+
+      await t.step(
+        "caller rebuilt its session: the callee's early copy is dropped, the call verifies",
+        async () => {
+          // Alice lost her session with Bob: her initiate is a PreKeySignalMessage starting a new one, which Bob's
+          // copy encrypted in the old session would not reach (Alice cannot read the old one any more).
+          await alice.omemo.store.removeSession(bobBare, bob.deviceId);
+          const bobStart = bobEnc.started;
+          const origDecrypt = bob.omemo.decrypt.bind(bob.omemo);
+          bob.omemo.decrypt = async (...args) => {
+            await until(() => bobEnc.started > bobStart); // his copy in the old session exists
+            return await origDecrypt(...args);
+          };
+          try {
+            const { a, b } = await call();
+            await Promise.all([a.connected, b.connected]);
+            assert.equal(a.verification.omemo, true);
+            assert.equal(b.verification.omemo, true);
+            assert.equal(bobEnc.started, bobStart + 2, "encrypted again in the new session");
+            await a.hangup();
+            assert.equal((await b.ended).reason, "success");
+          } finally {
+            bob.omemo.decrypt = origDecrypt;
+          }
+        },
+      );
+
+      await t.step(
+        "device distrusted after the early encryption: it is not used, the call fails",
+        async () => {
+          const bobDevice = alice.omemo.listDevices(bobBare).find((d) => d.deviceId === bob.deviceId)!;
+          const aliceStart = aliceEnc.started;
+          bobAnswers = async () => {
+            await until(() => aliceEnc.started > aliceStart);
+            await aliceEnc.done();
+            await alice.omemo.setTrust(bobBare, bobDevice.fingerprint, "untrusted");
+            return true;
+          };
+          try {
+            const { a, b } = await call();
+            // Never connected (a call that does connect is hung up, and the assertion fails).
+            const connected = await a.connected.then(() => true, () => false);
+            if (connected) await a.hangup();
+            assert.equal(connected, false);
+            assert.notEqual((await a.ended).reason, "success");
+            assert.equal(a.phases.initiate, undefined, "no session-initiate went out");
+            assert.equal(a.verification.omemo, false);
+            await b.ended;
+          } finally {
+            bobAnswers = () => Promise.resolve(true);
+            await alice.omemo.setTrust(bobBare, bobDevice.fingerprint, "verified");
+          }
+        },
+      );
+    } finally {
+      for (const c of stops) await c.stop().catch(() => {});
+      for (const e of open) await e.close().catch(() => {});
+      await server.stop();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});
