@@ -79,6 +79,7 @@ export interface CallsOptions {
   iceServers?: IceServerConfig[];
   /** Ask the server for STUN/TURN services (XEP-0215) when `iceServers` is not given; default true. */
   externalServices?: boolean;
+  /** Where call events go; passwords and keys are never logged. */
   logger?: Logger;
   /** Ring timeout (ms) for both directions; default 30 s (Conversations' BUSY_TIME_OUT). */
   ringTimeoutMs?: number;
@@ -96,14 +97,23 @@ export interface CallsOptions {
 
 /** Timestamps (`performance.timeOrigin`-based ms) of the steps of a call. */
 export interface CallPhases {
+  /** JMI propose sent or received. */
   proposed?: number;
+  /** JMI proceed sent or received. */
   proceed?: number;
+  /** Jingle session-initiate sent or received. */
   initiate?: number;
+  /** Jingle session-accept sent or received. */
   accept?: number;
+  /** ICE found a working candidate pair. */
   iceConnected?: number;
+  /** DTLS handshake done and the peer's certificate and transcript verified. */
   dtlsConnected?: number;
+  /** First RTP packet sent. */
   firstRtpSent?: number;
+  /** First authenticated RTP packet received. */
   firstRtpReceived?: number;
+  /** The call ended (any reason). */
   ended?: number;
 }
 
@@ -115,18 +125,25 @@ export interface CallVerification {
   deviceId?: number;
   /** Its identity key fingerprint (Conversations/Dino format). */
   identityFingerprint?: string;
+  /** The trust our store gives that device when the call was verified. */
   trust?: TrustState;
 }
 
 /** One call. */
 export interface Call {
+  /** The Jingle session id (= the JMI id). */
   readonly sid: string;
   /** The other party: bare JID until the JMI proceed/propose names the full JID, then the full JID. */
   readonly peerJid: string;
+  /** `outgoing` when we called, `incoming` when we answer. */
   readonly direction: CallDirection;
+  /** The media of the call (`audio`, `video`); grows when video is added mid-call. */
   readonly media: JmiMedia[];
+  /** Where the call's state machine is. */
   readonly state: CallState;
+  /** How the peer's DTLS fingerprint was authenticated. */
   readonly verification: CallVerification;
+  /** When each setup step happened. */
   readonly phases: CallPhases;
   /** The media plane (created when the call is accepted); `sendRtp`/`onRtp`/`stats`. */
   readonly peer: Peer | undefined;
@@ -163,7 +180,9 @@ export interface Call {
 
 /** How a call ended. */
 export interface CallEnd {
+  /** The XEP-0166 reason condition (`success`, `decline`, `security-error`, …). */
   reason: ReasonCondition;
+  /** The reason's human-readable text, when there is one. */
   text?: string;
   /** XEP-0353 `<finish><migrated to/></finish>`: the sid of the session that replaces this one. */
   migratedTo?: string;
@@ -171,8 +190,11 @@ export interface CallEnd {
 
 /** XEP-0167 session-info received from the other party. */
 export interface RemoteInfo {
+  /** The peer said `<ringing/>`. */
   ringing: boolean;
+  /** The peer said `<active/>` (after a hold). */
   active: boolean;
+  /** The peer put the call on hold (`<hold/>` without `<unhold/>`). */
   held: boolean;
   /** Muted content names (`"*"` = every content, from a `<mute/>` without `name`). */
   muted: string[];
