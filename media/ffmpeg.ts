@@ -153,3 +153,20 @@ export function ffmpegCommand(
     ? new Deno.Command(wrapper, { ...options, args: [...wrapperArgs, ffmpeg.path, ...args] })
     : new Deno.Command(ffmpeg.path, { ...options, args });
 }
+
+/** The lines of a child's output stream (ffmpeg stderr or `-progress`), the last one even without a newline;
+ * ends quietly when the stream closes or errors (the child died). */
+export async function* outputLines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let buf = "";
+  try {
+    for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+      buf += chunk;
+      let i;
+      while ((i = buf.indexOf("\n")) >= 0) {
+        yield buf.slice(0, i);
+        buf = buf.slice(i + 1);
+      }
+    }
+  } catch { /* stream closed */ }
+  if (buf) yield buf;
+}

@@ -20,7 +20,7 @@
 import dgram from "node:dgram";
 import { orderedSends } from "./webrtc.ts";
 import type { MediaKind, PeerLogger } from "./webrtc.ts";
-import { ffmpegCommand, resolveFfmpeg } from "./ffmpeg.ts";
+import { ffmpegCommand, outputLines, resolveFfmpeg } from "./ffmpeg.ts";
 import { ffmpegReason, isVp8KeyframeStart, StderrTail, trackChild, untrackChild } from "./sources.ts";
 
 /** Codec of the recorded stream: Opus audio or VP8 video (copied, not transcoded). */
@@ -248,18 +248,7 @@ export class FfmpegProgress {
   #waiters: (() => void)[] = [];
   constructor(stream: ReadableStream<Uint8Array>) {
     this.done = (async () => {
-      let buf = "";
-      try {
-        for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-          buf += chunk;
-          let i;
-          while ((i = buf.indexOf("\n")) >= 0) {
-            this.#line(buf.slice(0, i).trim());
-            buf = buf.slice(i + 1);
-          }
-        }
-      } catch { /* stream closed */ }
-      this.#line(buf.trim());
+      for await (const line of outputLines(stream)) this.#line(line.trim());
       for (const w of this.#waiters.splice(0)) w();
     })();
   }

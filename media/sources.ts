@@ -10,7 +10,7 @@
  */
 import dgram from "node:dgram";
 import type { MediaKind, PeerLogger } from "./webrtc.ts";
-import { ffmpegCommand, resolveFfmpeg } from "./ffmpeg.ts";
+import { ffmpegCommand, outputLines, resolveFfmpeg } from "./ffmpeg.ts";
 
 /** What a source plays: a sine tone (Hz, level 0–1), ffmpeg's test pattern, silence, black video, or a media file. */
 export type SourceSpec =
@@ -220,22 +220,13 @@ export class StderrTail {
   done: Promise<void>;
   constructor(stream: ReadableStream<Uint8Array>, onLine?: (l: string) => void, readonly max = 30) {
     this.done = (async () => {
-      let buf = "";
-      try {
-        for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-          buf += chunk;
-          let i;
-          while ((i = buf.indexOf("\n")) >= 0) {
-            const line = buf.slice(0, i).trimEnd();
-            buf = buf.slice(i + 1);
-            if (!line) continue;
-            this.lines.push(line);
-            if (this.lines.length > max) this.lines.shift();
-            onLine?.(line);
-          }
-        }
-      } catch { /* stream closed */ }
-      if (buf.trim()) this.lines.push(buf.trim());
+      for await (const raw of outputLines(stream)) {
+        const line = raw.trimEnd();
+        if (!line.trim()) continue;
+        this.lines.push(line);
+        if (this.lines.length > max) this.lines.shift();
+        onLine?.(line);
+      }
     })();
   }
   text(): string {
