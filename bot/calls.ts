@@ -1578,6 +1578,13 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         } catch (e) {
           throw new CallError("security-error", `cannot decrypt OMEMO fingerprint: ${(e as Error).message}`);
         }
+        // A fingerprint vouched for by a device we distrust (or, with manual trust, never approved) proves nothing.
+        if (this.verification.trust === "untrusted") {
+          throw new CallError(
+            "security-error",
+            `OMEMO device ${this.verification.deviceId} of ${peerBare} is not trusted`,
+          );
+        }
         if (this.remoteFingerprint && this.remoteFingerprint !== value) {
           throw new CallError("security-error", "contents carry different fingerprints");
         }

@@ -496,6 +496,23 @@ Deno.test({
           }
         },
       );
+
+      await t.step("the callee distrusts the caller's device: security-error naming the device", async () => {
+        const aliceBare = alice.conn.bareJid;
+        const aliceDevice = bob.omemo.listDevices(aliceBare).find((d) => d.deviceId === alice.deviceId)!;
+        await bob.omemo.setTrust(aliceBare, aliceDevice.fingerprint, "untrusted");
+        try {
+          const { a, b } = await call();
+          const [ea, eb] = await Promise.all([a.ended, b.ended]);
+          assert.equal(eb.reason, "security-error");
+          assert.match(eb.text ?? "", new RegExp(`device ${alice.deviceId} of ${aliceBare} is not trusted`));
+          assert.equal(ea.reason, "security-error");
+          assert.equal(b.phases.dtlsConnected, undefined, "no media path was authenticated");
+          assert.equal(a.phases.dtlsConnected, undefined);
+        } finally {
+          await bob.omemo.setTrust(aliceBare, aliceDevice.fingerprint, "verified");
+        }
+      });
     } finally {
       for (const c of stops) await c.stop().catch(() => {});
       for (const e of open) await e.close().catch(() => {});
