@@ -60,7 +60,13 @@ import {
   trickleTransportInfo,
 } from "../jingle/mod.ts";
 import { acceptsAction, type CallDirection, type CallState, CallStateMachine } from "../jingle/session.ts";
-import { createPeer, type IceServerConfig, type MediaKind, type Peer } from "../media/webrtc.ts";
+import {
+  createPeer,
+  type IceServerConfig,
+  localDtlsFingerprint,
+  type MediaKind,
+  type Peer,
+} from "../media/webrtc.ts";
 import { unsupportedCodecs } from "../media/codecs.ts";
 import { decodeEncrypted, type TrustState } from "../omemo/mod.ts";
 
@@ -2186,25 +2192,24 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       publicCalls.set(sid, s.call);
       s.phases.proposed = now();
       s.timer = setTimeout(() => s.terminate("timeout", "not answered in time"), ringTimeoutMs);
-      // Prepare while it rings: the media plane, its offer (set now, so that an early proceed waits for this one
-      // instead of making a second), and our fingerprint OMEMO-encrypted for the peer's devices.
+      // The propose leaves first; while it travels and rings: our fingerprint OMEMO-encrypted for the peer's devices
+      // (the certificate is known before any peer exists), the media plane and its offer (set in this same turn, so
+      // that an early proceed waits for this one instead of making a second).
+      const proposal = sendJmi({ action: "propose", id: sid, media }, to, `jm-propose-${sid}`, true);
+      const encryptedAhead = verify === "off"
+        ? Promise.resolve()
+        : localDtlsFingerprint().then((fingerprint) =>
+          s.preEncryptFingerprint(fingerprint, media.length, s.sessionDevices(PRE_ENCRYPT_DEVICES.outgoing))
+        );
       const prepared = s.ensureMedia();
       s.offer = prepared.then((peer) => peer.createOffer());
       s.offer.catch(() => {});
-      const media0 = prepared.then((peer) => {
-        if (verify === "off") return;
-        s.preEncryptFingerprint(
-          peer.localFingerprint(),
-          media.length,
-          s.sessionDevices(PRE_ENCRYPT_DEVICES.outgoing),
-        );
-      }).catch((e) => s.fail(e));
       try {
-        await sendJmi({ action: "propose", id: sid, media }, to, `jm-propose-${sid}`, true);
+        await proposal;
       } catch (e) {
         s.fail(e);
       }
-      await media0;
+      await Promise.all([encryptedAhead, prepared]).catch((e) => s.fail(e));
       return s.call;
     },
     onIncoming(cb) {

@@ -1097,6 +1097,16 @@ export async function createDtlsCertificate(signature: "ecdsa" | "rsa" = "ecdsa"
   return { certPem: r.certPem, keyPem: r.keyPem, signature };
 }
 
+/**
+ * The sha-256 fingerprint (uppercase colon hex) that a peer created with the same `certificate` option will present,
+ * known before any peer exists (default: the process-wide certificate every default peer uses). A caller can
+ * OMEMO-encrypt it for the callee while its propose is still on the way.
+ */
+export async function localDtlsFingerprint(certificate?: DtlsCertificate): Promise<string> {
+  const cert = certificate ? toWeriftCert(certificate) : await RTCDtlsTransport.SetupCertificate();
+  return cert.getFingerprints()[0]!.value.toUpperCase();
+}
+
 function toWeriftCert(c: DtlsCertificate): RTCCertificate {
   return new RTCCertificate(c.keyPem, c.certPem, { hash: 4, signature: c.signature === "ecdsa" ? 3 : 1 });
 }

@@ -504,6 +504,9 @@ export class OmemoManager {
       if (fromBareJid === this.ownJid && msg.sid === own) {
         throw new OmemoProtocolError("message claims to be from our own device");
       }
+      // A SignalMessage's ratchet step may reach the disk after we return (losing it in a crash only lets the old
+      // chain read the same message once more); a PreKeySignalMessage (new session, one-time prekey spent) may not.
+      let fromPreKeyMessage = true;
       const result = await this.store.transaction(async () => {
         const addr = new SignalProtocolAddress(fromBareJid, msg.sid);
         const cipher = new SessionCipher(this.store, addr);
@@ -535,6 +538,7 @@ export class OmemoManager {
           }
           preKeyUsed = had && (await this.store.loadPreKey(p.preKeyId)) === undefined;
         } else {
+          fromPreKeyMessage = false;
           if (!this.store.hasSession(fromBareJid, msg.sid)) {
             throw new OmemoDecryptionError(`no session with ${fromBareJid}/${msg.sid}`);
           }
@@ -589,7 +593,7 @@ export class OmemoManager {
           trust,
           preKeyUsed,
         };
-      });
+      }, { deferWrite: () => !fromPreKeyMessage });
       if (result.preKeyUsed) {
         try {
           await this.#publishBundle();
