@@ -266,6 +266,7 @@ export {
   type OmemoDecryptResult,
   type OmemoEncryptResult,
   OmemoError,
+  type OmemoKeyPair,
   type OmemoLogger,
   OmemoManager,
   type OmemoManagerOptions,

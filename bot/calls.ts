@@ -427,6 +427,9 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     peerAdd?: { names: string[]; done: Promise<void> };
     /** Called when the peer's next content-add arrives (a tie-break loser waits for the winner's). */
     readonly peerAddWaiters = new Set<() => void>();
+    /** The peer's content-add until it is fully answered (`peerAdd` is cleared earlier, once werift applied it, so
+     * that the next content-add may come; this one still covers the content-accept and the new transport). */
+    peerAddInFlight?: Promise<void>;
     /** werift renegotiation steps (offer, answer) run one after the other. */
     #chain: Promise<unknown> = Promise.resolve();
     /** Content names of the received session-initiate (known before its processing finishes). */
@@ -668,8 +671,9 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
 
     /**
      * Unbundled: resolves once the transport of a content being added has connected and its DTLS peer is
-     * authenticated (media sent on it before would be lost). The media plane reports the state of its latest
-     * transport event, so this waits for a DTLS handshake that starts and completes after the call. Never rejects:
+     * authenticated (media sent on it before would be lost). The media plane's DTLS state is the aggregate over its
+     * transports: it goes to checking when the new transport appears and back to connected once every transport is
+     * up, so this waits for a "checking" and then a "connected". Never rejects:
      * a transport that fails ends the call through the media state handler; one that stays silent is logged.
      */
     newTransportConnected(): Promise<void> {
@@ -787,20 +791,26 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         )
         .finally(() => {
           if (this.peerAdd === entry) this.peerAdd = undefined;
+          if (this.peerAddInFlight === entry.done) this.peerAddInFlight = undefined;
         });
       this.peerAdd = entry;
+      this.peerAddInFlight = entry.done;
       for (const w of [...this.peerAddWaiters]) w();
     }
 
     /** Resolves once a content-add of the peer was answered: the one under way, or the next within `ms`. */
     async awaitPeerAdd(ms: number): Promise<void> {
+      if (!this.peerAdd && this.peerAddInFlight) return await this.peerAddInFlight;
       if (!this.peerAdd) {
         let timer: ReturnType<typeof setTimeout> | undefined;
         let waiter = () => {};
         await new Promise<void>((resolve) => {
           waiter = resolve;
           this.peerAddWaiters.add(waiter);
-          timer = setTimeout(resolve, ms);
+          timer = setTimeout(() => {
+            log.info("no content-add of the peer came", { sid: this.sid, waitedMs: ms });
+            resolve();
+          }, ms);
           void this.endedP.then(() => resolve());
         });
         clearTimeout(timer);
@@ -1145,7 +1155,9 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
           sid: this.sid,
         },
       );
-      await this.awaitPeerAdd(connectTimeoutMs);
+      // The initiator's content-add may be answered already, or in its last steps (ours came back with its
+      // tie-break error after that): awaiting "the next" content-add instead stalled such a call for 20 s.
+      if (!this.media.includes("video")) await this.awaitPeerAdd(connectTimeoutMs);
       if (this.media.includes("video")) return true;
       if (this.fsm.ended) return false;
       log.info("no video content-add of the peer after the tie-break: undoing ours", { sid: this.sid });

@@ -57,6 +57,11 @@
  *     ServerKeyExchange signatures with a parsed key object instead of a PEM parsed per signature.
  *  And the codecs we offer are spelt as Conversations/Dino write them (`offeredCodecs`: `opus`, not `OPUS`).
  *
+ * Without BUNDLE (`bundle: false`, as Dino's sessions are) every m-line has its own ICE+DTLS transport: RTP of a
+ * kind is sent and accepted only once the transport of that kind's own m-line has authenticated its peer, the
+ * DTLS state reported is the aggregate over all transports (`StateChange.dtls`) and the security counters of
+ * `stats()` are summed over all of them.
+ *
  * Measured effect of 2g, 5 (held datagrams), 6, 7 and 8 (scripts/bench_calls.ts, 100 calls, 2-core machine,
  * medians): bare werift loopback handshake 35.7 → 9.8 ms, bot-to-bot OMEMO-verified call setup (propose →
  * first RTP both ways) 59.4 → 30.5 ms, the bot calling an aiortc peer 1043 → 42 ms (no more OpenSSL
@@ -214,9 +219,11 @@ export interface PeerStats {
 export interface StateChange {
   /** State of the ICE transport. */
   ice: TransportState;
-  /** State of the DTLS transport ("connected" only after the peer was authenticated). */
+  /** State of the DTLS transports, aggregated over the current ones (one per m-line without BUNDLE): "failed"
+   * once any failed (it stays so), "connected" only when every one is connected and its peer authenticated,
+   * "new" before any started, "checking" otherwise; "closed" after {@link Peer.close}. */
   dtls: TransportState;
-  /** set when dtls is "failed" (e.g. peer authentication failure) */
+  /** set when dtls is "failed" (e.g. peer authentication failure): why the (first) failing transport failed */
   reason?: string;
 }
 
@@ -248,15 +255,23 @@ export interface Peer {
   onRtp(cb: (e: RtpEvent) => void): () => void;
   /** Current ICE and DTLS states. */
   state(): StateChange;
-  /** resolves when ICE+DTLS are connected and the peer is authenticated; rejects on failure */
+  /** resolves when ICE and every current DTLS transport are connected and their peers authenticated; rejects on
+   * failure */
   waitConnected(timeoutMs?: number): Promise<void>;
-  /** sha-256 (uppercase colon hex) of the certificate presented in the DTLS handshake, once verified */
+  /** sha-256 (uppercase colon hex) of the certificate presented in the DTLS handshake, once verified. Only the
+   * FIRST transport (the first m-line's); without BUNDLE each m-line has its own DTLS transport, see
+   * {@link Peer.remoteCertificateFingerprints}. */
   remoteCertificateFingerprint(): string | undefined;
+  /** sha-256 fingerprints (uppercase colon hex) of the certificates of every current DTLS transport that is
+   * connected with its peer authenticated, in m-line order (one entry per transport: one with BUNDLE). */
+  remoteCertificateFingerprints(): string[];
   /** Sha-256 fingerprint (uppercase colon hex) of our own DTLS certificate, as signalled in Jingle. */
   localFingerprint(): string;
-  /** negotiated DTLS role (client sends the ClientHello), once the handshake started */
+  /** negotiated DTLS role (client sends the ClientHello) of the FIRST transport (the first m-line's), once its
+   * handshake started */
   dtlsRole(): "client" | "server" | undefined;
-  /** send one raw RTP packet; werift rewrites SSRC and payload type to the negotiated ones.
+  /** send one raw RTP packet; werift rewrites SSRC and payload type to the negotiated ones. false (nothing sent)
+   * until the transport of that kind's m-line is connected with its peer authenticated.
    * Counters count plaintext RTP bytes. */
   sendRtp(kind: MediaKind, packet: Uint8Array): Promise<boolean>;
   /** Renegotiation (video upgrade, XEP-0166 content-add): media of `kind` is wanted from now on. With
@@ -265,7 +280,8 @@ export interface Peer {
   enableMedia(kind: MediaKind, addTransceiver: boolean): void;
   /** Undoes {@link Peer.enableMedia} after a refused renegotiation: `kind` is no longer sent. */
   disableMedia(kind: MediaKind): void;
-  /** Packet counters, including the security drops. */
+  /** Packet counters, including the security drops (summed over every DTLS transport / ICE connection the peer
+   * had, those of removed contents included). */
   stats(): PeerStats;
   /** Closes ICE, DTLS and SRTP; idempotent. */
   close(): Promise<void>;
@@ -1146,6 +1162,41 @@ function mapDtls(s: string): TransportState {
   }
 }
 
+/** The werift DTLS socket of a transport (key of the guard's verdict), once its handshake started. */
+const dtlsSocketOf = (t: WeriftDtls | undefined): DtlsSocketLike | undefined =>
+  (t as unknown as { dtls?: DtlsSocketLike } | undefined)?.dtls;
+
+/** May `t` carry media: connected, and our guard verified the peer on its DTLS socket (seam 2c). */
+function transportAuthenticated(t: WeriftDtls | undefined): boolean {
+  const s = dtlsSocketOf(t);
+  return t?.state === "connected" && !!s && guardInfo.get(s)?.verified === true;
+}
+
+/**
+ * State of one DTLS transport as the peer reports it: werift's, except that "connected" needs the guard's verdict
+ * too. werift cannot get there without it while the guard is enforced (the guard holds back `onConnect`), so this
+ * only fails closed should werift change; with `guardTesting.enforce` off werift's own verdict shows (a test
+ * documents that werift alone accepts an impostor), while media stays gated by {@link transportAuthenticated}.
+ */
+function transportStateOf(t: WeriftDtls): TransportState {
+  const s = mapDtls(t.state);
+  return s === "connected" && guardTesting.enforce && !transportAuthenticated(t) ? "checking" : s;
+}
+
+/**
+ * The peer-level DTLS state over the states of the current transports (see {@link StateChange.dtls}): "failed" if
+ * any failed, "connected" when all are, "new" when none started, "checking" otherwise. A closed transport among
+ * live ones counts as done, as in werift's ICE aggregate; all closed is "closed", none at all "new".
+ */
+export function aggregateDtlsState(states: readonly TransportState[]): TransportState {
+  if (states.includes("failed")) return "failed";
+  if (states.length === 0) return "new";
+  if (states.every((s) => s === "closed")) return "closed";
+  if (states.every((s) => s === "new" || s === "closed")) return "new";
+  if (states.every((s) => s === "connected" || s === "closed")) return "connected";
+  return "checking";
+}
+
 /** The werift ICE connection under a DTLS transport (key of the foreign-source drop counter). */
 const iceConnection = (t: WeriftDtls | undefined): object | undefined =>
   (t as unknown as { iceTransport?: { connection?: object } } | undefined)?.iceTransport?.connection;
@@ -1192,25 +1243,54 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
 
   const counters: Record<MediaKind, TrackCounters> = { audio: emptyCounters(), video: emptyCounters() };
   let ice: TransportState = "new";
-  let dtls: TransportState = "new";
+  /** a DTLS transport failed: the call's media is compromised or gone, whatever the others do */
+  let dtlsFailed = false;
   let reason: string | undefined;
   let closed = false;
   const stateCbs = new Set<(s: StateChange) => void>();
   const rtpCbs = new Set<(e: RtpEvent) => void>();
   const candCbs = new Set<(c: LocalCandidate | null) => void>();
+  /** every DTLS transport the peer ever had (stats of removed contents are kept) */
   const watched = new Set<WeriftDtls>();
 
-  const current = (): StateChange => (reason ? { ice, dtls, reason } : { ice, dtls });
+  /** The transports of the live m-lines (werift: of the transceivers not stopped), but not of an m-line left
+   * inactive (a refused content-add keeps its transceiver: its transport never starts); one with BUNDLE. */
+  const currentTransports = (): WeriftDtls[] => {
+    const used = new Set<WeriftDtls>();
+    for (const t of pc.getTransceivers()) {
+      if (!t.stopped && t.direction !== "inactive" && t.dtlsTransport) used.add(t.dtlsTransport);
+    }
+    return pc.dtlsTransports.filter((t) => used.has(t));
+  };
+  const dtlsState = (): TransportState => {
+    if (closed) return "closed";
+    if (dtlsFailed) return "failed";
+    return aggregateDtlsState(currentTransports().map(transportStateOf));
+  };
+  const current = (): StateChange => {
+    const dtls = dtlsState();
+    return reason ? { ice, dtls, reason } : { ice, dtls };
+  };
   const emit = () => {
     const s = current();
     for (const cb of stateCbs) cb(s);
   };
+  /** The first transport (the first m-line's): what the single-transport accessors report on. */
   const dtlsTransport = (): WeriftDtls | undefined => pc.dtlsTransports[0];
-  const dtlsSock = (): DtlsSocketLike | undefined =>
-    (dtlsTransport() as unknown as { dtls?: DtlsSocketLike } | undefined)?.dtls;
-  const authenticated = () => {
-    const s = dtlsSock();
-    return dtls === "connected" && !!s && guardInfo.get(s)?.verified === true;
+  /** Every current transport is connected with its peer authenticated. */
+  const allAuthenticated = () => {
+    const live = currentTransports().filter((t) => t.state !== "closed");
+    return live.length > 0 && live.every(transportAuthenticated);
+  };
+  /** Every transport the peer had: for the counters, which must survive a content-remove. */
+  const everyTransport = (): WeriftDtls[] => {
+    const all = new Set<WeriftDtls>(watched);
+    for (const t of currentTransports()) all.add(t);
+    // werift keeps the transports of stopped transceivers here (not a public API: optional)
+    const manager = (pc as unknown as { secureManager?: { allDtlsTransports?: (WeriftDtls | undefined)[] } })
+      .secureManager;
+    for (const t of manager?.allDtlsTransports ?? []) if (t) all.add(t);
+    return [...all];
   };
 
   const watchTransports = () => {
@@ -1219,11 +1299,12 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
       watched.add(t);
       t.onStateChange.subscribe((st: string) => {
         if (closed) return;
-        dtls = mapDtls(st);
-        if (dtls === "failed") {
-          const s = (t as unknown as { dtls?: DtlsSocketLike }).dtls;
-          reason = (s && guardInfo.get(s)?.failure) ?? reason ?? "DTLS handshake failed";
-          log("warn", "dtls failed", { reason });
+        if (mapDtls(st) === "failed") {
+          dtlsFailed = true;
+          const s = dtlsSocketOf(t);
+          const why = (s && guardInfo.get(s)?.failure) ?? "DTLS handshake failed";
+          reason ??= why; // the first failing transport's reason is the one reported
+          log("warn", "dtls failed", { reason: why });
         }
         emit();
       });
@@ -1243,8 +1324,14 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
   });
   pc.onTrack.subscribe((track) => {
     const kind = track.kind as MediaKind;
+    // werift adds the track to its transceiver's receiver before announcing it
+    const owner = pc.getTransceivers().find((t) => t.receiver.tracks.includes(track));
+    if (!owner) log("warn", "a remote track without a transceiver: its RTP is dropped", { kind });
     track.onReceiveRtp.subscribe((rtp) => {
-      if (!authenticated()) return; // never accept media before the peer is authenticated
+      // Never accept media before the peer is authenticated on the transport of this track's own m-line (without
+      // BUNDLE, video has its own transport: the audio transport's state says nothing about it). Looked up per
+      // packet: renegotiation may move a transceiver to another transport.
+      if (closed || !transportAuthenticated(owner?.dtlsTransport)) return;
       const bytes = new Uint8Array(rtp.serialize());
       counters[kind].packetsReceived++;
       counters[kind].bytesReceived += bytes.length;
@@ -1301,7 +1388,9 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
     waitConnected(timeoutMs = 10_000) {
       return new Promise<void>((resolve, reject) => {
         const check = (s: StateChange) => {
-          if (s.ice === "connected" && authenticated()) return done(), resolve(), true;
+          if (s.ice === "connected" && s.dtls === "connected" && allAuthenticated()) {
+            return done(), resolve(), true;
+          }
           if (s.dtls === "failed" || s.ice === "failed" || s.dtls === "closed" || s.ice === "closed") {
             return done(),
               reject(new Error(`connection failed: ice=${s.ice} dtls=${s.dtls} ${s.reason ?? ""}`)),
@@ -1311,7 +1400,7 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
         };
         const timer = setTimeout(() => {
           done();
-          reject(new Error(`connect timeout: ice=${ice} dtls=${dtls}`));
+          reject(new Error(`connect timeout: ice=${ice} dtls=${dtlsState()}`));
         }, timeoutMs);
         const off = peer.onStateChange((s) => void check(s));
         const done = () => {
@@ -1322,9 +1411,17 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
       });
     },
     remoteCertificateFingerprint() {
-      const s = dtlsSock();
+      const s = dtlsSocketOf(dtlsTransport());
       if (!s || guardInfo.get(s)?.verified !== true || !s.remoteCertificate) return undefined;
       return fingerprintSha256(s.remoteCertificate);
+    },
+    remoteCertificateFingerprints() {
+      const out: string[] = [];
+      for (const t of currentTransports()) {
+        const cert = transportAuthenticated(t) ? dtlsSocketOf(t)?.remoteCertificate : undefined;
+        if (cert) out.push(fingerprintSha256(cert));
+      }
+      return out;
     },
     dtlsRole() {
       const r = dtlsTransport()?.role;
@@ -1335,7 +1432,8 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
     },
     async sendRtp(kind, packet) {
       const t = transceivers.get(kind);
-      if (!t || !authenticated() || closed) return false;
+      // the transport of this kind's m-line (without BUNDLE not the first one) must have authenticated its peer
+      if (!t || closed || !transportAuthenticated(t.dtlsTransport)) return false;
       await t.sender.sendRtp(RtpPacket.deSerialize(Buffer.from(packet)));
       counters[kind].packetsSent++;
       counters[kind].bytesSent += packet.length;
@@ -1355,25 +1453,38 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
       transceivers.delete(kind);
     },
     stats() {
-      const t = dtlsTransport();
-      const conn = iceConnection(t);
-      const early = conn ? earlyDtls.get(conn) : undefined;
-      return {
+      const out: PeerStats = {
         audio: { ...counters.audio },
         video: { ...counters.video },
-        srtpAuthFailures: (t && srtpFailures.get(t)?.count) ?? 0,
-        srtpReplays: (t && srtpFailures.get(t)?.replays) ?? 0,
-        foreignSourceDrops: foreignDrops.get(conn ?? {})?.count ?? 0,
-        earlyDtlsRecordsReplayed: early?.replayed ?? 0,
-        earlyDtlsRecordsDropped: early?.overflow ?? 0,
-        dtlsInitialClientHellos: early?.initialClientHellos ?? 0,
+        srtpAuthFailures: 0,
+        srtpReplays: 0,
+        foreignSourceDrops: 0,
+        earlyDtlsRecordsReplayed: 0,
+        earlyDtlsRecordsDropped: 0,
+        dtlsInitialClientHellos: 0,
       };
+      // Each transport and each ICE connection once: with BUNDLE every transceiver shares one.
+      const connections = new Set<object>();
+      for (const t of everyTransport()) {
+        const srtp = srtpFailures.get(t);
+        out.srtpAuthFailures += srtp?.count ?? 0;
+        out.srtpReplays += srtp?.replays ?? 0;
+        const conn = iceConnection(t);
+        if (conn) connections.add(conn);
+      }
+      for (const conn of connections) {
+        out.foreignSourceDrops += foreignDrops.get(conn)?.count ?? 0;
+        const early = earlyDtls.get(conn);
+        out.earlyDtlsRecordsReplayed += early?.replayed ?? 0;
+        out.earlyDtlsRecordsDropped += early?.overflow ?? 0;
+        out.dtlsInitialClientHellos += early?.initialClientHellos ?? 0;
+      }
+      return out;
     },
     async close() {
       if (closed) return;
       closed = true;
       ice = "closed";
-      dtls = "closed";
       try {
         await pc.close();
       } catch (e) {

@@ -63,6 +63,7 @@ export {
 } from "./manager.ts";
 export {
   type IdentityRecord,
+  type OmemoKeyPair,
   OmemoStore,
   OmemoStoreCorruptError,
   OmemoStoreLockedError,

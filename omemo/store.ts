@@ -3,14 +3,26 @@
  *
  * All state lives in one JSON file (`state.json`) inside a private directory
  * (0700), written atomically (temp file in same dir, fsync, rename, fsync dir)
- * with mode 0600. A lock file prevents two processes sharing a store.
+ * with mode 0600, one write at a time (a write not yet begun covers every change
+ * made until it begins). A change whose loss in a crash is harmless (a decrypted
+ * SignalMessage's ratchet step) may wait up to {@link DEFERRED_WRITE_MS} for the
+ * next write; everything else is on disk before its operation returns.
+ * A lock file prevents two processes sharing a store.
  * A corrupted store raises {@link OmemoStoreCorruptError}; it is never
  * silently replaced by a fresh identity.
  *
  * @module
  */
-import type { KeyPairType, StorageType } from "@privacyresearch/libsignal-protocol-typescript";
+import type { StorageType } from "@privacyresearch/libsignal-protocol-typescript";
 import { fromBase64, toBase64 } from "./codec.ts";
+
+/** A Curve25519 key pair as libsignal stores it (33-byte 0x05-prefixed public key, 32-byte private key). */
+export interface OmemoKeyPair {
+  /** Public key. */
+  pubKey: ArrayBuffer;
+  /** Private key. */
+  privKey: ArrayBuffer;
+}
 
 /** Trust state of a remote device identity. */
 export type TrustState = "blind" | "verified" | "untrusted";
@@ -89,8 +101,8 @@ function ab(u: Uint8Array): ArrayBuffer {
 }
 const enc = (b: ArrayBuffer) => toBase64(new Uint8Array(b));
 const dec = (s: string) => ab(fromBase64(s));
-const kpToJson = (k: KeyPairType): KeyPairJson => ({ pub: enc(k.pubKey), priv: enc(k.privKey) });
-const kpFromJson = (k: KeyPairJson): KeyPairType => ({ pubKey: dec(k.pub), privKey: dec(k.priv) });
+const kpToJson = (k: OmemoKeyPair): KeyPairJson => ({ pub: enc(k.pubKey), priv: enc(k.privKey) });
+const kpFromJson = (k: KeyPairJson): OmemoKeyPair => ({ pubKey: dec(k.pub), privKey: dec(k.priv) });
 
 function validate(s: unknown): StoreState {
   const st = s as StoreState;
@@ -132,7 +144,7 @@ export const DEFERRED_WRITE_MS = 250;
 /**
  * File-backed Signal/OMEMO store. Use {@link OmemoStore.open}; call {@link OmemoStore.close} when done.
  */
-export class OmemoStore implements StorageType {
+export class OmemoStore {
   #dir: string;
   #state: StoreState;
   #txDepth = 0;
@@ -334,7 +346,7 @@ export class OmemoStore implements StorageType {
   }
 
   /** Store identity key pair, registration id and device id together. */
-  async setIdentity(kp: KeyPairType, registrationId: number, deviceId: number): Promise<void> {
+  async setIdentity(kp: OmemoKeyPair, registrationId: number, deviceId: number): Promise<void> {
     if (this.#state.identityKeyPair) throw new Error("store already has an identity");
     this.#state.identityKeyPair = kpToJson(kp);
     this.#state.registrationId = registrationId;
@@ -343,7 +355,7 @@ export class OmemoStore implements StorageType {
   }
 
   /** libsignal: our identity key pair. */
-  getIdentityKeyPair(): Promise<KeyPairType | undefined> {
+  getIdentityKeyPair(): Promise<OmemoKeyPair | undefined> {
     const k = this.#state.identityKeyPair;
     return Promise.resolve(k ? kpFromJson(k) : undefined);
   }
@@ -356,13 +368,13 @@ export class OmemoStore implements StorageType {
   // ------------------------------------------------------------ prekeys
 
   /** libsignal: load one-time prekey. */
-  loadPreKey(keyId: string | number): Promise<KeyPairType | undefined> {
+  loadPreKey(keyId: string | number): Promise<OmemoKeyPair | undefined> {
     const k = this.#state.preKeys[String(keyId)];
     return Promise.resolve(k ? kpFromJson(k) : undefined);
   }
 
   /** libsignal: store one-time prekey. */
-  async storePreKey(keyId: number | string, keyPair: KeyPairType): Promise<void> {
+  async storePreKey(keyId: number | string, keyPair: OmemoKeyPair): Promise<void> {
     this.#state.preKeys[String(keyId)] = kpToJson(keyPair);
     if (Number(keyId) >= this.#state.nextPreKeyId) this.#state.nextPreKeyId = Number(keyId) + 1;
     await this.#changed();
@@ -394,13 +406,13 @@ export class OmemoStore implements StorageType {
   // ------------------------------------------------------------ signed prekeys
 
   /** libsignal: load signed prekey. */
-  loadSignedPreKey(keyId: number | string): Promise<KeyPairType | undefined> {
+  loadSignedPreKey(keyId: number | string): Promise<OmemoKeyPair | undefined> {
     const k = this.#state.signedPreKeys[String(keyId)];
     return Promise.resolve(k ? kpFromJson(k) : undefined);
   }
 
   /** libsignal: store signed prekey (without signature; prefer {@link storeSignedPreKeyWithSignature}). */
-  async storeSignedPreKey(keyId: number | string, keyPair: KeyPairType): Promise<void> {
+  async storeSignedPreKey(keyId: number | string, keyPair: OmemoKeyPair): Promise<void> {
     const old = this.#state.signedPreKeys[String(keyId)];
     this.#state.signedPreKeys[String(keyId)] = {
       ...kpToJson(keyPair),
@@ -413,7 +425,7 @@ export class OmemoStore implements StorageType {
   /** Store a signed prekey with its signature and make it the active one. */
   async storeSignedPreKeyWithSignature(
     keyId: number,
-    keyPair: KeyPairType,
+    keyPair: OmemoKeyPair,
     signature: ArrayBuffer,
   ): Promise<void> {
     this.#state.signedPreKeys[String(keyId)] = {
@@ -595,3 +607,8 @@ async function acquireLock(dir: string, breakStale: boolean): Promise<void> {
   }
   throw new OmemoStoreLockedError(`store ${dir}: could not take lock`);
 }
+
+// OmemoStore is libsignal's StorageType (checked here, not declared with `implements`: libsignal's types are not
+// part of this module's documented API).
+const _isLibsignalStorage: (store: OmemoStore) => StorageType = (store) => store;
+void _isLibsignalStorage;

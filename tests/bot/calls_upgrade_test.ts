@@ -570,6 +570,8 @@ Deno.test({
             assert.equal([...outA.sent, ...outB.sent].filter((j) => j.action === "content-reject").length, 0);
             assert.ok(aliceLog.lines.some((l) => /ours \(initiator\) wins the tie-break/.test(l.msg)));
             assert.ok(bobLog.lines.some((l) => /the initiator's .*wins the tie-break/.test(l.msg)));
+            // The responder's addVideo() took the outcome of the initiator's add, not a wait for another one.
+            assert.ok(!bobLog.lines.some((l) => /no content-add of the peer came/.test(l.msg)));
           } finally {
             outA.undo();
             outB.undo();
@@ -641,7 +643,8 @@ Deno.test({
       const eve = await connect("eve");
       const danLog = recordingLogger();
       const danCalls = await calls(dan, { bundle: false, logger: danLog.logger });
-      const eveOptions: CallsOptions = { logger: verbose };
+      const eveLog = recordingLogger();
+      const eveOptions: CallsOptions = { logger: eveLog.logger };
       const eveCalls = await setupCalls(eve, eveOptions);
       stops.push(eveCalls);
 
@@ -730,6 +733,7 @@ Deno.test({
           try {
             assert.deepEqual(await Promise.all([a.addVideo(), b.addVideo()]), [true, true]);
             assert.ok(danLog.lines.some((l) => /ours \(initiator\) wins the tie-break/.test(l.msg)));
+            assert.ok(!eveLog.lines.some((l) => /no content-add of the peer came/.test(l.msg)));
           } finally {
             uncross();
           }
