@@ -5,7 +5,10 @@
  * independent client calling itself through the same Prosody: two tests/interop/jingle_aiortc_peer.py processes
  * (python3-aiortc + python3-slixmpp, plain XEP-0320 fingerprints) placing sequential audio calls, each propose →
  * first RTP both ways → hangup, timed per phase the same way; and a bot calling that aiortc peer and called by it
- * (the mixed series: a bot that offers is the DTLS server facing OpenSSL). All measured in the same run.
+ * (the mixed series: a bot that offers is the DTLS server facing OpenSSL). All measured in the same run. Calls,
+ * bare handshakes and IQ round trips are interleaved one by one (see {@link SETTLE_MS}), so that the machine's
+ * drift affects the three alike; both bots run in this one process (two cores: their CPU work is serialized, as
+ * the two peers' of the bare handshake are).
  *
  * Aims: median setup within 2× the bare handshake plus four Prosody round trips, and below the aiortc peer's.
  *
