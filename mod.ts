@@ -123,6 +123,19 @@ export {
   setupCalls,
   type VerifyPolicy,
 } from "./bot/calls.ts";
+/** Load tests of call setups (SIPp-style: rate, concurrency cap, per-phase percentiles); `deno task load`. */
+export {
+  callPhaseDurations,
+  formatLoadReport,
+  LOAD_PHASES,
+  type LoadOptions,
+  type LoadPhase,
+  type LoadProgress,
+  type LoadReport,
+  type LoadStats,
+  loadStats,
+  runLoad,
+} from "./bot/load.ts";
 /** The explicit call state machine (pure): states, legal transitions, which Jingle actions each state takes. */
 export {
   acceptsAction,

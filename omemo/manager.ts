@@ -318,6 +318,32 @@ export class OmemoManager {
     });
   }
 
+  #republishing?: Promise<void>;
+  #republishAgain = false;
+
+  /** Republishes our bundle in the background; requests made while one is under way are served by one more. */
+  #republishBundleSoon(): void {
+    if (this.#republishing) {
+      this.#republishAgain = true;
+      return;
+    }
+    this.#republishing = (async () => {
+      do {
+        this.#republishAgain = false;
+        try {
+          await this.#publishBundle();
+        } catch (e) {
+          this.#log.warn("omemo: republishing bundle failed", { error: String(e) });
+        }
+      } while (this.#republishAgain);
+    })().finally(() => this.#republishing = undefined);
+  }
+
+  /** Resolves once a bundle republish started by a used one-time prekey is done (at once if none is). */
+  async bundlePublished(): Promise<void> {
+    while (this.#republishing) await this.#republishing;
+  }
+
   async #publishBundle(): Promise<void> {
     await this.transport.publish(
       bundleNode(this.deviceId),
@@ -527,7 +553,7 @@ export class OmemoManager {
             throw new OmemoProtocolError("PreKeySignalMessage without one-time prekey id refused");
           }
           if (!p.identityKey) throw new OmemoProtocolError("PreKeySignalMessage without identity key");
-          const had = (await this.store.loadPreKey(p.preKeyId)) !== undefined;
+          const had = this.store.isPreKeyPublished(p.preKeyId);
           await this.store.rememberIdentity(fromBareJid, msg.sid, p.identityKey);
           try {
             blobBuf = await cipher.decryptPreKeyWhisperMessage(ab(k.data));
@@ -536,7 +562,7 @@ export class OmemoManager {
               cause: e,
             });
           }
-          preKeyUsed = had && (await this.store.loadPreKey(p.preKeyId)) === undefined;
+          preKeyUsed = had && !this.store.isPreKeyPublished(p.preKeyId);
         } else {
           fromPreKeyMessage = false;
           if (!this.store.hasSession(fromBareJid, msg.sid)) {
@@ -594,13 +620,9 @@ export class OmemoManager {
           preKeyUsed,
         };
       }, { deferWrite: () => !fromPreKeyMessage });
-      if (result.preKeyUsed) {
-        try {
-          await this.#publishBundle();
-        } catch (e) {
-          this.#log.warn("omemo: republishing bundle failed", { error: String(e) });
-        }
-      }
+      // The used prekey leaves the public bundle soon, without holding up this or the next decryption (a burst of
+      // new sessions then costs one or two publishes, not one each).
+      if (result.preKeyUsed) this.#republishBundleSoon();
       return result;
     });
   }

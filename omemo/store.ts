@@ -51,6 +51,11 @@ interface SignedPreKeyJson extends KeyPairJson {
   created: number;
 }
 
+interface SpentPreKeyJson extends KeyPairJson {
+  /** When it was first used (ms since the epoch). */
+  spentAt: number;
+}
+
 /** Serialized store contents (version 1). */
 interface StoreState {
   version: 1;
@@ -58,6 +63,9 @@ interface StoreState {
   registrationId?: number;
   deviceId?: number;
   preKeys: Record<string, KeyPairJson>;
+  /** One-time prekeys already used by a PreKeySignalMessage: no longer published, kept a while (see
+   * {@link SPENT_PREKEY_RETENTION_MS}) for a second sender that picked the same one from the same bundle. */
+  spentPreKeys?: Record<string, SpentPreKeyJson>;
   nextPreKeyId: number;
   signedPreKeys: Record<string, SignedPreKeyJson>;
   activeSignedPreKeyId?: number;
@@ -111,6 +119,9 @@ function validate(s: unknown): StoreState {
   for (const k of ["preKeys", "signedPreKeys", "sessions", "identities", "deviceLists"] as const) {
     if (!isObj(st[k])) throw new OmemoStoreCorruptError(`store: field ${k} missing or invalid`);
   }
+  if (st.spentPreKeys !== undefined && !isObj(st.spentPreKeys)) {
+    throw new OmemoStoreCorruptError("store: field spentPreKeys invalid");
+  }
   if (typeof st.nextPreKeyId !== "number") throw new OmemoStoreCorruptError("store: nextPreKeyId invalid");
   const hasIk = st.identityKeyPair !== undefined;
   if (hasIk !== (st.deviceId !== undefined) || hasIk !== (st.registrationId !== undefined)) {
@@ -137,6 +148,11 @@ export interface OmemoStoreOptions {
 }
 
 const openDirs = new Set<string>();
+
+/** How long a used one-time prekey still decrypts a PreKeySignalMessage (see {@link OmemoStore.removePreKey}). */
+export const SPENT_PREKEY_RETENTION_MS = 60 * 60_000;
+/** At most this many used one-time prekeys are kept (the newest). */
+export const SPENT_PREKEYS_MAX = 100;
 
 /** The longest a deferred change (see {@link OmemoStore.transaction}) stays in memory only. */
 export const DEFERRED_WRITE_MS = 250;
@@ -367,10 +383,19 @@ export class OmemoStore {
 
   // ------------------------------------------------------------ prekeys
 
-  /** libsignal: load one-time prekey. */
+  /** libsignal: load one-time prekey (a published one, or one spent less than
+   * {@link SPENT_PREKEY_RETENTION_MS} ago). */
   loadPreKey(keyId: string | number): Promise<OmemoKeyPair | undefined> {
     const k = this.#state.preKeys[String(keyId)];
-    return Promise.resolve(k ? kpFromJson(k) : undefined);
+    if (k) return Promise.resolve(kpFromJson(k));
+    const spent = this.#state.spentPreKeys?.[String(keyId)];
+    const fresh = spent && Date.now() - spent.spentAt < SPENT_PREKEY_RETENTION_MS;
+    return Promise.resolve(fresh ? kpFromJson(spent) : undefined);
+  }
+
+  /** The one-time prekey is in our published bundle (not spent). */
+  isPreKeyPublished(keyId: string | number): boolean {
+    return this.#state.preKeys[String(keyId)] !== undefined;
   }
 
   /** libsignal: store one-time prekey. */
@@ -380,9 +405,26 @@ export class OmemoStore {
     await this.#changed();
   }
 
-  /** libsignal: remove a consumed one-time prekey. */
+  /**
+   * libsignal: a one-time prekey was consumed. It leaves the published set at once (the bundle is republished
+   * without it) but is kept {@link SPENT_PREKEY_RETENTION_MS}: every sender takes its prekey at random from the
+   * same public bundle, so two senders starting sessions at once often pick the same one (50 new callers among
+   * 100 prekeys: ~12 collisions), and deleting it at the first use made the second sender's messages
+   * undecryptable ("Bad MAC"). The cost: that private key lives up to the retention longer.
+   */
   async removePreKey(keyId: number | string): Promise<void> {
-    delete this.#state.preKeys[String(keyId)];
+    const id = String(keyId);
+    const k = this.#state.preKeys[id];
+    const now = Date.now();
+    const spent = { ...this.#state.spentPreKeys };
+    if (k) spent[id] = { ...k, spentAt: now };
+    // Drop the expired ones, and the oldest beyond the cap.
+    const kept = Object.entries(spent)
+      .filter(([, v]) => now - v.spentAt < SPENT_PREKEY_RETENTION_MS)
+      .sort((a, b) => b[1].spentAt - a[1].spentAt)
+      .slice(0, SPENT_PREKEYS_MAX);
+    this.#state.spentPreKeys = Object.fromEntries(kept);
+    delete this.#state.preKeys[id];
     await this.#changed();
   }
 
@@ -390,7 +432,9 @@ export class OmemoStore {
   allocatePreKeyId(): number {
     let id = this.#state.nextPreKeyId;
     if (id > 0xffffff) id = 1;
-    while (this.#state.preKeys[String(id)]) id = id >= 0xffffff ? 1 : id + 1;
+    while (this.#state.preKeys[String(id)] || this.#state.spentPreKeys?.[String(id)]) {
+      id = id >= 0xffffff ? 1 : id + 1;
+    }
     this.#state.nextPreKeyId = id + 1;
     return id;
   }
@@ -566,6 +610,7 @@ function shallowSnapshot(s: StoreState): StoreState {
   return {
     ...s,
     preKeys: { ...s.preKeys },
+    ...(s.spentPreKeys ? { spentPreKeys: { ...s.spentPreKeys } } : {}),
     signedPreKeys: { ...s.signedPreKeys },
     sessions: { ...s.sessions },
     identities: { ...s.identities },

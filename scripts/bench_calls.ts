@@ -20,6 +20,7 @@
  */
 import { createEndpoint, type Endpoint } from "../bot/endpoint.ts";
 import { type Call, type Calls, setupCalls } from "../bot/calls.ts";
+import { callPhaseDurations } from "../bot/load.ts";
 import { createPeer, type LocalCandidate, type Peer } from "../media/webrtc.ts";
 import { xml } from "../xmpp/mod.ts";
 import { type ProsodyServer, startProsody } from "./prosody.ts";
@@ -119,19 +120,8 @@ async function oneCall(aliceCalls: Calls, bobCalls: Calls, bob: Endpoint): Promi
     await Promise.all([a.peer!.sendRtp("audio", pkt), b.peer!.sendRtp("audio", pkt)]);
     if (a.phases.firstRtpReceived === undefined || b.phases.firstRtpReceived === undefined) await sleep(1);
   }
-  const pa = a.phases, pb = b.phases;
-  const ice = Math.max(pa.iceConnected!, pb.iceConnected!);
-  const dtls = Math.max(pa.dtlsConnected!, pb.dtlsConnected!, ice);
-  const rtp = Math.max(pa.firstRtpReceived!, pb.firstRtpReceived!);
-  const out = [
-    pa.proceed! - pa.proposed!,
-    pa.initiate! - pa.proceed!,
-    pa.accept! - pa.initiate!,
-    ice - pa.accept!,
-    dtls - ice,
-    rtp - dtls,
-    rtp - pa.proposed!,
-  ];
+  const out = callPhaseDurations(a.phases, b.phases);
+  if (!out) throw new Error(`a call missed a phase: ${JSON.stringify(a.phases)} ${JSON.stringify(b.phases)}`);
   await a.hangup();
   await withTimeout(Promise.all([a.ended, b.ended]), 10_000, "hangup");
   return out;
@@ -236,21 +226,8 @@ async function oneAiortcCall(
     throw new Error(`aiortc call did not end with success: ${ea!.reason}/${eb!.reason}`);
   }
   const pa = ea!.phases as PeerPhases, pb = eb!.phases as PeerPhases;
-  const ice = Math.max(pa.iceConnected!, pb.iceConnected!);
-  const dtls = Math.max(pa.dtlsConnected!, pb.dtlsConnected!, ice);
-  const rtp = Math.max(pa.firstRtpReceived!, pb.firstRtpReceived!);
-  const out = [
-    pa.proceed! - pa.proposed!,
-    pa.initiate! - pa.proceed!,
-    pa.accept! - pa.initiate!,
-    ice - pa.accept!,
-    dtls - ice,
-    rtp - dtls,
-    rtp - pa.proposed!,
-  ];
-  if (out.some((x) => !Number.isFinite(x))) {
-    throw new Error(`aiortc call missed a phase: ${JSON.stringify(pa)}`);
-  }
+  const out = callPhaseDurations(pa, pb);
+  if (!out) throw new Error(`aiortc call missed a phase: ${JSON.stringify(pa)} ${JSON.stringify(pb)}`);
   return out;
 }
 
@@ -301,21 +278,10 @@ async function oneMixedCall(
   const ended = await py.next((e) => e.sid === sid && e.event === "ended", 10_000);
   await withTimeout(call.ended, 10_000, "hangup (bot ↔ aiortc)");
   if (ended.reason !== "success") throw new Error(`bot ↔ aiortc call ended with ${ended.reason}`);
-  const pp = ended.phases as PeerPhases, bp = call.phases;
-  const caller = botCallsOut ? bp : pp;
-  const ice = Math.max(bp.iceConnected!, pp.iceConnected!);
-  const dtls = Math.max(bp.dtlsConnected!, pp.dtlsConnected!, ice);
-  const rtp = Math.max(bp.firstRtpReceived!, pyFirstIn);
-  const out = [
-    caller.proceed! - caller.proposed!,
-    caller.initiate! - caller.proceed!,
-    caller.accept! - caller.initiate!,
-    ice - caller.accept!,
-    dtls - ice,
-    rtp - dtls,
-    rtp - caller.proposed!,
-  ];
-  if (out.some((x) => !Number.isFinite(x))) {
+  // aiortc's first RTP in is the one our watcher saw (its record may come later than the hangup)
+  const pp = { ...ended.phases as PeerPhases, firstRtpReceived: pyFirstIn }, bp = call.phases;
+  const out = botCallsOut ? callPhaseDurations(bp, pp) : callPhaseDurations(pp, bp);
+  if (!out) {
     throw new Error(
       `bot ↔ aiortc call missed a phase: bot ${JSON.stringify(bp)} aiortc ${JSON.stringify(pp)}`,
     );

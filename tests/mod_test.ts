@@ -25,6 +25,10 @@ const FUNCTIONS = [
   "summarize",
   "jingleRouter",
   "parseExternalServices",
+  "runLoad",
+  "formatLoadReport",
+  "loadStats",
+  "callPhaseDurations",
   // file transfer
   "setupFileTransfer",
   "summarizeTransfer",

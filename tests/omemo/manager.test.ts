@@ -163,13 +163,41 @@ Deno.test("consumed prekey is removed, replaced and bundle republished", async (
   const e = await a.m.encrypt([B], "x");
   const r = await b.m.decrypt(A, e.element);
   assert.equal(r.preKeyUsed, true);
+  await b.m.bundlePublished();
   const after = decodeBundle(pep.items.get(`${B}|${bundleNode(b.m.deviceId)}`)!).preKeys.map((p) => p.id);
   assert.equal(after.length, 100);
   const removed = before.filter((id) => !after.includes(id));
   assert.equal(removed.length, 1);
-  assert.equal(await b.store.loadPreKey(removed[0]!), undefined);
+  assert.equal(b.store.isPreKeyPublished(removed[0]!), false);
+  assert.ok(await b.store.loadPreKey(removed[0]!), "kept a while for a second sender that picked it too");
   assert.equal(after.filter((id) => !before.includes(id)).length, 1);
   for (const x of [a, b]) await x.store.close();
+});
+
+Deno.test("two senders that picked the same one-time prekey from the bundle both get through", async () => {
+  const pep = new FakePep();
+  const C = "carol@example.org";
+  const a = await makeManager(pep, A);
+  const b = await makeManager(pep, B);
+  const c = await makeManager(pep, C);
+  // Both fetch a bundle with a single one-time prekey (as two senders picking the same one of 100 at random).
+  const key = `${B}|${bundleNode(b.m.deviceId)}`;
+  const full = decodeBundle(pep.items.get(key)!);
+  pep.items.set(key, encodeBundle({ ...full, preKeys: full.preKeys.slice(0, 1) }));
+  const fromA = await a.m.encrypt([B], "from alice");
+  const fromC = await c.m.encrypt([B], "from carol");
+  assert.equal((await b.m.decrypt(A, fromA.element)).plaintext, "from alice");
+  // The prekey is spent by now (no longer published): carol's session still opens (was "Bad MAC").
+  const r = await b.m.decrypt(C, fromC.element);
+  assert.equal(r.plaintext, "from carol");
+  assert.equal(r.preKeyUsed, false, "already replaced after alice's message");
+  await b.m.bundlePublished();
+  const republished = decodeBundle(pep.items.get(key)!).preKeys.map((p) => p.id);
+  assert.ok(!republished.includes(full.preKeys[0]!.id), "the used prekey is no longer published");
+  // Both sessions work onwards.
+  assert.equal((await a.m.decrypt(B, (await b.m.encrypt([A], "to alice")).element)).plaintext, "to alice");
+  assert.equal((await c.m.decrypt(B, (await b.m.encrypt([C], "to carol")).element)).plaintext, "to carol");
+  for (const x of [a, b, c]) await x.store.close();
 });
 
 Deno.test("tampered payload/tag → typed error, store unchanged", async () => {
