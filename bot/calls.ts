@@ -2035,6 +2035,24 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     }
   });
 
+  // A propose nobody received (no available resource, unknown account, blocked): the server bounces it with its
+  // id. Ringing on until the timeout would hide why; the call ends now, saying so.
+  const stopBounces = conn.onMessageError((stanza, from) => {
+    const id = stanza.attrs.id;
+    if (typeof id !== "string" || !id.startsWith("jm-propose-")) return;
+    const s = sessions.get(id.slice("jm-propose-".length));
+    if (!s || s.direction !== "outgoing" || s.direct || (s.state !== "proposed" && s.state !== "ringing")) {
+      return;
+    }
+    if (!jidEquals(bare(from), bare(s.peerJid))) return;
+    const condition = StanzaError.fromStanza(stanza).condition;
+    log.warn("call propose bounced", { sid: s.sid, peer: from, condition });
+    s.finish({
+      condition: "connectivity-error",
+      text: `the propose bounced (${condition}): ${from} is not reachable`,
+    });
+  });
+
   /* ---------------- Jingle ---------------- */
 
   const handleJingle: IqHandler = (payload, ctx) => {
@@ -2231,6 +2249,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
     async stop() {
       for (const s of [...sessions.values()]) await s.hangup();
       stopJmi();
+      stopBounces();
       stopIq();
       await endpoint.disco.removeFeatures(...CALL_FEATURES).catch(() => {});
     },

@@ -146,6 +146,11 @@ export interface XmppConnection {
   handleIq(type: "get" | "set", name: string, ns: string, handler: IqHandler): () => void;
   /** Handles messages carrying a child in namespace `ns`. Returns an unregister function. */
   onMessage(ns: string, handler: MessageHandler): () => void;
+  /**
+   * Handles every incoming `<message type='error'/>` (sender normalised): a bounce of a message we sent, which
+   * servers return with the original id but usually without its payload, so {@link onMessage} cannot see it.
+   */
+  onMessageError(handler: (message: Element, from: string) => void): () => void;
   /** Handles every incoming presence (sender normalised). */
   onPresence(handler: (presence: Element, from: string) => void): () => void;
   /** Routes a message through the message handlers (used by carbons to deliver unwrapped messages). */
@@ -363,6 +368,7 @@ export async function connectXmpp(options: ConnectOptions): Promise<XmppConnecti
   const iqHandlers = new Map<string, IqHandler>();
   const messageHandlers = new Map<string, Set<MessageHandler>>();
   const presenceHandlers = new Set<(p: Element, from: string) => void>();
+  const messageErrorHandlers = new Set<(m: Element, from: string) => void>();
   const presenceExtensions = new Set<() => Element | null>();
   const pending = new Map<string, Pending>();
 
@@ -457,6 +463,15 @@ export async function connectXmpp(options: ConnectOptions): Promise<XmppConnecti
         return;
       }
       if (stanza.name === "message") {
+        if (stanza.attrs.type === "error") {
+          for (const h of messageErrorHandlers) {
+            try {
+              h(stanza, from);
+            } catch (err) {
+              logger.error("message error handler failed", { err: String(err) });
+            }
+          }
+        }
         void dispatchMessage(stanza, { from, stanza });
       } else if (stanza.name === "presence") {
         for (const h of presenceHandlers) {
@@ -611,6 +626,10 @@ export async function connectXmpp(options: ConnectOptions): Promise<XmppConnecti
       if (!set) messageHandlers.set(ns, set = new Set());
       set.add(handler);
       return () => set.delete(handler);
+    },
+    onMessageError(handler) {
+      messageErrorHandlers.add(handler);
+      return () => messageErrorHandlers.delete(handler);
     },
     onPresence(handler) {
       presenceHandlers.add(handler);

@@ -415,6 +415,19 @@ Deno.test({
         assert.equal(stun.requests.length, stunBefore, "no STUN traffic for a refused call");
         spy.off();
       });
+
+      await t.step(
+        "calling an account with no one online: the bounced propose ends the call at once",
+        async () => {
+          // The embedded Prosody keeps no offline messages: the propose comes back as service-unavailable.
+          await server.createAccount("nobody-home", "pw");
+          const a = await aliceCalls.call(`nobody-home@${server.domain}`);
+          const end = await a.ended;
+          assert.equal(end.reason, "connectivity-error");
+          assert.match(end.text ?? "", /propose bounced \(service-unavailable\)/);
+          assert.equal(a.phases.proceed, undefined);
+        },
+      );
     } finally {
       for (const c of stops) await c.stop().catch(() => {});
       for (const e of open) await e.close().catch(() => {});

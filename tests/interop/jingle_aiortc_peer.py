@@ -596,13 +596,19 @@ class Peer:
         self.xmpp.register_handler(Callback(
             "JMI", MatchXPath(f"{{{NS_CLIENT}}}message"), self._on_message))
 
-    def _on_session_start(self, _event: Any) -> None:
+    async def _on_session_start(self, _event: Any) -> None:
         # Caps-less presence with priority so the server routes bare-JID chat messages here too.
         self.xmpp.send_presence(ppriority=1)
         disco = self.xmpp.plugin["xep_0030"]
         for feature in (NS_JINGLE, NS_JMI, NS_RTP, "urn:xmpp:jingle:apps:rtp:audio", NS_ICE_UDP, NS_DTLS,
                         NS_GROUPING):
             disco.add_feature(feature)
+        # "ready" means reachable: the server handles our stanzas in order, so once it answered this query it
+        # has made us available (a propose to our bare JID sent before that bounces: no offline storage).
+        try:
+            await disco.get_info(jid=self.xmpp.boundjid.domain, timeout=10)
+        except Exception:  # noqa: BLE001
+            log.warning("server disco#info after presence failed; reporting ready anyway")
         self.session_started.set()
 
     def _on_failed_auth(self, _event: Any) -> None:
