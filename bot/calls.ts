@@ -881,6 +881,13 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       );
       this.flushLocal(); // candidates of the new transport gathered after the answer
       await connected;
+      if (connected && !this.fsm.ended) {
+        try {
+          this.checkEveryTransport();
+        } catch (e) {
+          return this.fail(e); // the content-accept went out already: the call ends, nothing to reject
+        }
+      }
       if (!this.fsm.ended && !this.media.includes("video")) this.media.push("video");
     }
 
@@ -1095,6 +1102,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
         this.flushLocal(); // ours gathered after the content-add
         await connected;
         if (this.fsm.ended) return false;
+        if (connected) this.checkEveryTransport();
         if (!this.media.includes("video")) this.media.push("video");
         log.info("video upgrade accepted by peer", { sid: this.sid, content: offered.name, bundled });
         return true;
@@ -1617,6 +1625,22 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       return out;
     }
 
+    /**
+     * Every connected DTLS transport (one per content without BUNDLE) presented the certificate of the signalled
+     * (OMEMO-decrypted) fingerprint; else the call ends with security-error. werift compares each transport with
+     * its own m-line's fingerprint already; this ties them all to the one the call verified.
+     */
+    checkEveryTransport() {
+      const all = this.peer?.remoteCertificateFingerprints() ?? [];
+      const odd = all.find((fp) => normalizeFingerprint(fp) !== this.remoteFingerprint);
+      if (odd) {
+        throw new CallError(
+          "security-error",
+          `a DTLS transport presented certificate ${odd}, not the call's ${this.remoteFingerprint}`,
+        );
+      }
+    }
+
     /** Waits for ICE+DTLS, then checks the certificate against the signalled fingerprint. */
     async awaitMedia() {
       const peer = this.peer!;
@@ -1637,6 +1661,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
           } does not match the signalled fingerprint ${this.remoteFingerprint}`,
         );
       }
+      this.checkEveryTransport();
       if (!this.verification.omemo) this.verification.omemo = false;
       this.move("active", "dtls authenticated");
       log.info("call active", {
