@@ -20,7 +20,7 @@
  */
 import { createEndpoint, type Endpoint } from "../bot/endpoint.ts";
 import { type Call, type Calls, setupCalls } from "../bot/calls.ts";
-import { callPhaseDurations } from "../bot/load.ts";
+import { callPhaseDurations, LOAD_PHASES } from "../bot/load.ts";
 import { createPeer, type LocalCandidate, type Peer } from "../media/webrtc.ts";
 import { xml } from "../xmpp/mod.ts";
 import { type ProsodyServer, startProsody } from "./prosody.ts";
@@ -94,15 +94,8 @@ function nextIncoming(calls: Calls): Promise<Call> {
 /** Pause before each measured call, handshake and ping (ms). */
 const SETTLE_MS = 10;
 
-const PHASES = [
-  "proposed→proceed",
-  "proceed→initiate",
-  "initiate→accept",
-  "accept→iceConnected",
-  "iceConnected→dtlsConnected",
-  "dtlsConnected→firstRtpBothWays",
-  "total setup (propose→first RTP both ways)",
-] as const;
+/** The phases reported (those of `deno task load`). */
+const PHASES = LOAD_PHASES;
 
 /** One call: propose → first RTP both ways → hangup. Returns the phase durations (ms). */
 async function oneCall(aliceCalls: Calls, bobCalls: Calls, bob: Endpoint): Promise<number[]> {
