@@ -257,10 +257,7 @@ export async function runLoad(
       if (!inc) throw new LoadCallError(await endedWhy(out, "the callee never saw the call"));
       const connected = Promise.all([out.connected, inc.connected]);
       connected.catch(() => {});
-      const ok = await Promise.race([
-        connected.then(() => true, () => false),
-        new Promise<false>((r) => setTimeout(() => r(false), timeLeft())),
-      ]);
+      const ok = await within(connected.then(() => true, () => false), timeLeft(), false);
       if (!ok) throw new LoadCallError(await endedWhy(out, "setup timeout (media not connected)", inc));
       for (const call of [out, inc]) {
         const s = { call, seq: Math.floor(Math.random() * 30000), ts: 0 };
@@ -278,7 +275,9 @@ export async function runLoad(
       if (out.verification.omemo && inc.verification.omemo) verified++;
       await sleep(holdMs);
       await out.hangup();
-      const [a, b] = await Promise.all([out.ended, inc.ended]);
+      const ends = await within(Promise.all([out.ended, inc.ended]), setupTimeoutMs, undefined);
+      if (!ends) throw new LoadCallError("the callee did not end the call after our hang-up");
+      const [a, b] = ends;
       if (a.reason !== "success" || b.reason !== "success") {
         throw new LoadCallError(`ended with ${a.reason}/${b.reason}`);
       }
@@ -372,6 +371,16 @@ export async function runLoad(
 class LoadCallError extends Error {}
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** `p`, or `otherwise` after `ms` (the timer is cleared either way). */
+async function within<T, U>(p: Promise<T>, ms: number, otherwise: U): Promise<T | U> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([p, new Promise<U>((r) => timer = setTimeout(() => r(otherwise), ms))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
 
 /** Why a call that did not set up failed: its Jingle end reason if it ended (soon), else `fallback`. */
 async function endedWhy(call: Call, fallback: string, other?: Call): Promise<string> {
