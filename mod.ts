@@ -274,6 +274,9 @@ export {
   type DeviceAddress,
   formatFingerprint,
   type IdentityRecord,
+  type KnownDevice,
+  knownDevices,
+  normalizeOmemoFingerprint,
   NotForThisDeviceError,
   OmemoDecryptionError,
   type OmemoDecryptResult,
@@ -288,6 +291,7 @@ export {
   OmemoStoreCorruptError,
   OmemoStoreLockedError,
   type OmemoStoreOptions,
+  setTrustByFingerprint,
   type TrustState,
   UntrustedDeviceError,
 } from "./omemo/mod.ts";

@@ -13,7 +13,14 @@
  *
  * @module
  */
-import { formatFingerprint, OmemoStore, OmemoStoreLockedError, type TrustState } from "../omemo/mod.ts";
+import {
+  formatFingerprint,
+  knownDevices,
+  normalizeOmemoFingerprint,
+  OmemoStore,
+  OmemoStoreLockedError,
+  setTrustByFingerprint,
+} from "../omemo/mod.ts";
 
 /** A parsed trust command. */
 export type TrustCommand =
@@ -63,7 +70,7 @@ export function parseTrustArgs(args: string[]): TrustCommand {
     case "distrust": {
       const bare = needJid();
       // A fingerprint is usually pasted with spaces (Conversations groups 8 hex digits): all the rest of the line.
-      const fingerprint = normalizeFingerprint(fp.join(""));
+      const fingerprint = normalizeOmemoFingerprint(fp.join(""));
       if (!/^[0-9a-f]{64}$/.test(fingerprint)) {
         throw new TrustUsageError(`${cmd} needs the device's 64-hex-digit identity fingerprint`);
       }
@@ -80,14 +87,6 @@ export function parseTrustArgs(args: string[]): TrustCommand {
   }
 }
 
-function normalizeFingerprint(fp: string): string {
-  return fp.replace(/[\s:]/g, "").toLowerCase();
-}
-
-function keyBytes(b64: string): Uint8Array {
-  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
-}
-
 /** Runs a trust command on the store; returns the lines to print. Throws with a clear message on failure. */
 export async function runTrust(cmd: TrustCommand): Promise<string[]> {
   let store: OmemoStore;
@@ -97,7 +96,7 @@ export async function runTrust(cmd: TrustCommand): Promise<string[]> {
     throw new Error(`no OMEMO store in ${cmd.storeDir}`);
   }
   try {
-    store = await OmemoStore.open(cmd.storeDir, { breakStaleLock: true });
+    store = await OmemoStore.open(cmd.storeDir);
   } catch (e) {
     if (e instanceof OmemoStoreLockedError) {
       throw new Error(`the store ${cmd.storeDir} is in use (stop the bot first): ${e.message}`);
@@ -110,25 +109,15 @@ export async function runTrust(cmd: TrustCommand): Promise<string[]> {
       if (!kp) throw new Error(`the store ${cmd.storeDir} has no identity yet`);
       return [`device ${store.getDeviceId()}  ${formatFingerprint(new Uint8Array(kp.pubKey))}`];
     }
-    const known = store.listIdentities(cmd.jid);
     if (cmd.kind === "list") {
+      const known = knownDevices(store, cmd.jid);
       if (known.length === 0) return [`no device of ${cmd.jid} seen yet`];
-      return known.map((r) =>
-        `${r.jid} device ${r.deviceId}  ${formatFingerprint(keyBytes(r.identityKey))}  ${r.trust}`
-      );
+      return known.map((d) => `${cmd.jid} device ${d.deviceId}  ${d.fingerprint}  ${d.trust}`);
     }
-    const hits = known.filter((r) =>
-      normalizeFingerprint(formatFingerprint(keyBytes(r.identityKey))) === cmd.fingerprint
-    );
-    if (hits.length === 0) {
-      throw new Error(
-        `no device of ${cmd.jid} with that fingerprint (${known.length} seen: deno task trust … list ${cmd.jid})`,
-      );
-    }
-    await store.transaction(async () => {
-      for (const h of hits) await store.setIdentityTrust(cmd.jid, h.deviceId, cmd.trust as TrustState);
+    const changed = await setTrustByFingerprint(store, cmd.jid, cmd.fingerprint, cmd.trust).catch((e) => {
+      throw new Error(`${(e as Error).message}: deno task trust … list ${cmd.jid}`);
     });
-    return hits.map((h) => `${cmd.jid} device ${h.deviceId}: ${h.trust} → ${cmd.trust}`);
+    return changed.map((d) => `${cmd.jid} device ${d.deviceId}: ${d.trust} → ${cmd.trust}`);
   } finally {
     await store.close();
   }

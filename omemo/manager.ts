@@ -121,7 +121,8 @@ export function formatFingerprint(identityKey: Uint8Array): string {
   return hex.match(/.{1,8}/g)!.join(" ");
 }
 
-function normFp(fp: string): string {
+/** A fingerprint as typed or pasted (spaces, colons, any case) reduced to lowercase hex. */
+export function normalizeOmemoFingerprint(fp: string): string {
   return fp.replace(/[\s:]/g, "").toLowerCase();
 }
 
@@ -628,27 +629,58 @@ export class OmemoManager {
   }
 
   /** Device identities known for a JID with fingerprints and trust. */
-  listDevices(jid: string): { deviceId: number; fingerprint: string; trust: TrustState }[] {
-    return this.store.listIdentities(jid).map((r) => ({
-      deviceId: r.deviceId,
-      fingerprint: formatFingerprint(fromBase64Key(r.identityKey)),
-      trust: r.trust,
-    }));
+  listDevices(jid: string): KnownDevice[] {
+    return knownDevices(this.store, jid);
   }
 
   /** Set trust for the device(s) of `jid` whose identity has `fingerprint` (spaces/case ignored). */
   setTrust(jid: string, fingerprint: string, trust: "verified" | "untrusted"): Promise<void> {
-    return this.#serial(() =>
-      this.store.transaction(async () => {
-        const want = normFp(fingerprint);
-        const hits = this.store.listIdentities(jid).filter((r) =>
-          normFp(formatFingerprint(fromBase64Key(r.identityKey))) === want
-        );
-        if (hits.length === 0) throw new Error(`no device of ${jid} with fingerprint ${fingerprint}`);
-        for (const h of hits) await this.store.setIdentityTrust(jid, h.deviceId, trust);
-      })
-    );
+    return this.#serial(async () => {
+      await setTrustByFingerprint(this.store, jid, fingerprint, trust);
+    });
   }
+}
+
+/** A device identity we have seen, as {@link OmemoManager.listDevices} reports it. */
+export interface KnownDevice {
+  /** OMEMO device id. */
+  deviceId: number;
+  /** Its identity key fingerprint (Conversations/Dino format). */
+  fingerprint: string;
+  /** The trust our store gives it. */
+  trust: TrustState;
+}
+
+/** The device identities of `jid` in `store` with fingerprints and trust (no manager needed: works offline). */
+export function knownDevices(store: OmemoStore, jid: string): KnownDevice[] {
+  return store.listIdentities(jid).map((r) => ({
+    deviceId: r.deviceId,
+    fingerprint: formatFingerprint(fromBase64Key(r.identityKey)),
+    trust: r.trust,
+  }));
+}
+
+/**
+ * Sets `trust` on the device(s) of `jid` in `store` whose identity has `fingerprint` (spaces, colons and case
+ * ignored), in one transaction; returns them as they were before. Throws when no known device matches.
+ */
+export async function setTrustByFingerprint(
+  store: OmemoStore,
+  jid: string,
+  fingerprint: string,
+  trust: "verified" | "untrusted",
+): Promise<KnownDevice[]> {
+  const known = knownDevices(store, jid);
+  const hits = known.filter((d) =>
+    normalizeOmemoFingerprint(d.fingerprint) === normalizeOmemoFingerprint(fingerprint)
+  );
+  if (hits.length === 0) {
+    throw new Error(`no device of ${jid} with that fingerprint (${known.length} seen)`);
+  }
+  await store.transaction(async () => {
+    for (const h of hits) await store.setIdentityTrust(jid, h.deviceId, trust);
+  });
+  return hits;
 }
 
 function fromBase64Key(s: string): Uint8Array {

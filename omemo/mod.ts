@@ -54,12 +54,16 @@ export {
 export {
   type DeviceAddress,
   formatFingerprint,
+  type KnownDevice,
+  knownDevices,
+  normalizeOmemoFingerprint,
   type OmemoDecryptResult,
   type OmemoEncryptResult,
   type OmemoLogger,
   OmemoManager,
   type OmemoManagerOptions,
   type OmemoPepTransport,
+  setTrustByFingerprint,
 } from "./manager.ts";
 export {
   type IdentityRecord,
