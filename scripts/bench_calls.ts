@@ -18,13 +18,14 @@
  *
  * @module
  */
-import { createEndpoint, type Endpoint } from "../bot/endpoint.ts";
+import type { Endpoint } from "../bot/endpoint.ts";
 import { type Call, type Calls, setupCalls } from "../bot/calls.ts";
 import { callPhaseDurations, LOAD_PHASES } from "../bot/load.ts";
 import { createPeer, type LocalCandidate, type Peer } from "../media/webrtc.ts";
 import { xml } from "../xmpp/mod.ts";
 import { type ProsodyServer, startProsody } from "./prosody.ts";
 import { JsonLinePeer, type PeerEvent } from "../tests/interop/_peer.ts";
+import { endpointOn, quiet } from "../tests/bot/_support.ts";
 
 function parseArgs(
   args: string[],
@@ -70,7 +71,6 @@ function stats(xs: number[]): Stats {
   return { median, p95: q(0.95), min: s[0]!, n: s.length };
 }
 
-const quiet = { debug() {}, info() {}, warn() {}, error() {} };
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const progress = (m: string) => Deno.stderr.writeSync(new TextEncoder().encode(m + "\n"));
 
@@ -301,15 +301,7 @@ async function main() {
   const pyPeers: JsonLinePeer[] = [];
   try {
     const connect = async (user: string) => {
-      await server.createAccount(user, "pw");
-      const e = await createEndpoint({
-        jid: `${user}@${server.domain}/bot`,
-        password: "pw",
-        server: { host: server.host, port: server.c2sPort },
-        caPem: server.certificatePem,
-        storeDir: `${tmp}/${user}`,
-        logger: quiet,
-      });
+      const e = await endpointOn(server, user, tmp);
       endpoints.push(e);
       return e;
     };

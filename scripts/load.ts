@@ -12,10 +12,12 @@
  *
  * @module
  */
-import { createEndpoint, type Endpoint } from "../bot/endpoint.ts";
+import type { Endpoint } from "../bot/endpoint.ts";
 import { formatLoadReport, type LoadOptions, runLoad } from "../bot/load.ts";
 import type { VerifyPolicy } from "../bot/calls.ts";
 import { startProsody } from "./prosody.ts";
+// The throwaway accounts of the embedded server are signed in as the tests do it.
+import { endpointOn } from "../tests/bot/_support.ts";
 
 /** The parsed flags. */
 export interface LoadCliOptions extends Omit<LoadOptions, "onProgress" | "logger"> {
@@ -101,8 +103,6 @@ export function parseLoadArgs(args: string[]): LoadCliOptions {
   return o;
 }
 
-const quiet = { debug() {}, info() {}, warn() {}, error() {} };
-
 async function main(): Promise<number> {
   let opts: LoadCliOptions;
   try {
@@ -123,16 +123,7 @@ async function main(): Promise<number> {
   const endpoints: Endpoint[] = [];
   try {
     const connect = async (user: string) => {
-      const password = crypto.randomUUID();
-      await server.createAccount(user, password);
-      const e = await createEndpoint({
-        jid: `${user}@${server.domain}/load`,
-        password,
-        server: { host: server.host, port: server.c2sPort },
-        caPem: server.certificatePem,
-        storeDir: `${tmp}/${user}`,
-        logger: quiet,
-      });
+      const e = await endpointOn(server, user, tmp);
       endpoints.push(e);
       return e;
     };
