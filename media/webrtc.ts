@@ -1119,8 +1119,19 @@ export async function createDtlsCertificate(signature: "ecdsa" | "rsa" = "ecdsa"
  * OMEMO-encrypt it for the callee while its propose is still on the way.
  */
 export async function localDtlsFingerprint(certificate?: DtlsCertificate): Promise<string> {
-  const cert = certificate ? toWeriftCert(certificate) : await RTCDtlsTransport.SetupCertificate();
-  return cert.getFingerprints()[0]!.value.toUpperCase();
+  return certificateFingerprint(
+    certificate ? toWeriftCert(certificate) : await RTCDtlsTransport.SetupCertificate(),
+  );
+}
+
+const fingerprints = new WeakMap<RTCCertificate, string>();
+
+/** Sha-256 fingerprint (uppercase colon hex) of a werift certificate, computed once (werift parses the PEM on
+ * every getFingerprints(), and a call asks for it several times). */
+function certificateFingerprint(cert: RTCCertificate): string {
+  let fp = fingerprints.get(cert);
+  if (fp === undefined) fingerprints.set(cert, fp = cert.getFingerprints()[0]!.value.toUpperCase());
+  return fp;
 }
 
 function toWeriftCert(c: DtlsCertificate): RTCCertificate {
@@ -1428,7 +1439,7 @@ export async function createPeer(opts: PeerOptions): Promise<Peer> {
       return r === "client" || r === "server" ? r : undefined;
     },
     localFingerprint() {
-      return cert.getFingerprints()[0]!.value.toUpperCase();
+      return certificateFingerprint(cert);
     },
     async sendRtp(kind, packet) {
       const t = transceivers.get(kind);
