@@ -301,7 +301,8 @@ export async function runLoad(
   const ticker = setInterval(progress, 1000);
   const running = new Set<Promise<void>>();
   let timedOut = false;
-  const watchdog = setTimeout(() => timedOut = true, maxDurationMs);
+  let watchdog: ReturnType<typeof setTimeout> | undefined;
+  const timeUp = new Promise<void>((r) => watchdog = setTimeout(() => (timedOut = true, r()), maxDurationMs));
   try {
     for (let i = 0; i < total && !timedOut; i++) {
       // Due time from the rate; a call due while the cap is reached waits for a slot, the next ones keep pace.
@@ -310,7 +311,7 @@ export async function runLoad(
       if (wait > 0) await sleep(wait);
       if (freeCallers.length === 0) {
         delayed++;
-        await new Promise<void>((r) => slotWaiters.push(r));
+        await Promise.race([new Promise<void>((r) => slotWaiters.push(r)), timeUp]);
       }
       if (timedOut) break;
       const mine = freeCallers.pop()!;
@@ -327,13 +328,7 @@ export async function runLoad(
       running.add(p);
     }
     // Unfinished calls at the watchdog count as failed (their own timeouts end them soon after).
-    await Promise.race([
-      Promise.all(running),
-      new Promise<void>((r) => {
-        const check = setInterval(() => timedOut && (clearInterval(check), r()), 100);
-        void Promise.all(running).then(() => clearInterval(check));
-      }),
-    ]);
+    await Promise.race([Promise.all(running), timeUp]);
   } finally {
     clearTimeout(watchdog);
     clearInterval(ticker);
@@ -384,11 +379,8 @@ async function within<T, U>(p: Promise<T>, ms: number, otherwise: U): Promise<T 
 
 /** Why a call that did not set up failed: its Jingle end reason if it ended (soon), else `fallback`. */
 async function endedWhy(call: Call, fallback: string, other?: Call): Promise<string> {
-  const end = await Promise.race([
-    call.ended,
-    ...(other ? [other.ended] : []),
-    sleep(50).then(() => undefined),
-  ]).catch(() => undefined);
+  const end = await within(Promise.race([call.ended, ...(other ? [other.ended] : [])]), 50, undefined)
+    .catch(() => undefined);
   return end ? `${end.reason}${end.text ? ` (${end.text})` : ""}` : fallback;
 }
 
