@@ -241,6 +241,9 @@ const now = () => performance.timeOrigin + performance.now();
  * one at a time, and a long queue would delay the decryption the call waits for. */
 const PRE_ENCRYPT_DEVICES = { incoming: 2, outgoing: 4 } as const;
 
+/** Our propose's stanza id is this + the sid (as Conversations): a bounce of it names the call. */
+const PROPOSE_ID_PREFIX = "jm-propose-";
+
 /** XEP-0215 External Service Discovery. */
 export const NS_EXTDISCO = "urn:xmpp:extdisco:2";
 
@@ -2064,8 +2067,8 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
   // id. Ringing on until the timeout would hide why; the call ends now, saying so.
   const stopBounces = conn.onMessageError((stanza, from) => {
     const id = stanza.attrs.id;
-    if (typeof id !== "string" || !id.startsWith("jm-propose-")) return;
-    const s = sessions.get(id.slice("jm-propose-".length));
+    if (typeof id !== "string" || !id.startsWith(PROPOSE_ID_PREFIX)) return;
+    const s = sessions.get(id.slice(PROPOSE_ID_PREFIX.length));
     if (!s || s.direction !== "outgoing" || s.direct || (s.state !== "proposed" && s.state !== "ringing")) {
       return;
     }
@@ -2250,7 +2253,7 @@ export async function setupCalls(endpoint: Endpoint, options: CallsOptions = {})
       // The propose leaves first; while it travels and rings: our fingerprint OMEMO-encrypted for the peer's devices
       // (the certificate is known before any peer exists), the media plane and its offer (set in this same turn, so
       // that an early proceed waits for this one instead of making a second).
-      const proposal = sendJmi({ action: "propose", id: sid, media }, to, `jm-propose-${sid}`, true);
+      const proposal = sendJmi({ action: "propose", id: sid, media }, to, `${PROPOSE_ID_PREFIX}${sid}`, true);
       const encryptedAhead = verify === "off"
         ? Promise.resolve()
         : localDtlsFingerprint().then((fingerprint) =>
